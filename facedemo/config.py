@@ -1,0 +1,69 @@
+"""Settings read once from environment variables into one frozen dataclass."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    """A setting in the environment has a value that cannot be used."""
+
+
+def _default_data_dir(env: Mapping[str, str]) -> Path:
+    # Hugging Face Spaces mounts persistent storage at /data; elsewhere keep data beside the app.
+    if "FACEDEMO_DATA_DIR" in env:
+        return Path(env["FACEDEMO_DATA_DIR"]).expanduser()
+    spaces_storage = Path("/data")
+    if env.get("SPACE_ID") and spaces_storage.is_dir():
+        return spaces_storage
+    return Path("data")
+
+
+def _number(env: Mapping[str, str], name: str, default, kind=float, minimum=None, maximum=None):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ConfigError(f"{name}={raw!r} must be between {minimum} and {maximum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the app can be told from outside; built once by `from_env` and passed down."""
+
+    data_dir: Path = Path("data")
+    master_key: str | None = field(default=None, repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    retention_days: int = 365
+    # Decision threshold of the active model, in that model's own unit (see recognition.MODELS);
+    # None means the model's calibrated default.
+    threshold: float | None = None
+    model: str = "dlib_resnet_v1"
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_faces: int = 40
+    max_enrol_photos: int = 10
+    detector_threads: int = 0  # 0: leave torch's own choice
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+        env = os.environ if env is None else env
+        return cls(
+            data_dir=_default_data_dir(env),
+            master_key=env.get("FACEDEMO_MASTER_KEY") or None,
+            admin_token=env.get("FACEDEMO_ADMIN_TOKEN") or None,
+            retention_days=_number(env, "FACEDEMO_RETENTION_DAYS", 365, int, 1, 36500),
+            threshold=_number(env, "FACEDEMO_THRESHOLD", None, float, 0.0, 4.0),
+            model=env.get("FACEDEMO_MODEL") or cls.model,
+            max_image_bytes=_number(env, "FACEDEMO_MAX_IMAGE_BYTES", cls.max_image_bytes, int, 1024),
+            max_image_pixels=_number(env, "FACEDEMO_MAX_IMAGE_PIXELS", cls.max_image_pixels, int, 4096),
+            max_faces=_number(env, "FACEDEMO_MAX_FACES", cls.max_faces, int, 1, 1000),
+            max_enrol_photos=_number(env, "FACEDEMO_MAX_ENROL_PHOTOS", cls.max_enrol_photos, int, 1, 100),
+        )
