@@ -1,0 +1,41 @@
+"""Shared test set-up: offline settings, package-shipped photos and the public-domain faces set."""
+from __future__ import annotations
+
+import os
+
+# Set before anything imports gradio or huggingface_hub: both otherwise try to reach the internet.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FACES_PD = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-pd"
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """Eileen Collins, public domain, 512 x 512 x 3 uint8 (shipped with scikit-image)."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def grace_hopper() -> np.ndarray:
+    """Grace Hopper, public domain, 600 x 512 x 3 uint8 (shipped with matplotlib)."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(Image.open(f).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def faces_pd() -> Path:
+    """The public-domain faces set in ../shared/data; tests that need it skip when it is absent."""
+    if not FACES_PD.is_dir():
+        pytest.skip(f"public-domain faces set not found at {FACES_PD} (present in CI, not in a fresh clone)")
+    return FACES_PD
