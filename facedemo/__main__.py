@@ -1,0 +1,6 @@
+"""`python -m facedemo ...`: see facedemo.cli."""
+import sys
+
+from facedemo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,158 @@
+"""One photo in, detection and recognition of each face out: image -> faces -> chips -> embeddings -> decisions."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+
+import numpy as np
+from PIL import Image
+
+from facedemo.alignment import align
+from facedemo.config import Config
+from facedemo.detection import Detector, Face
+from facedemo.recognition import (
+    Candidate,
+    Decision,
+    Embedder,
+    Gallery,
+    ModelUnavailable,
+    decide,
+    model_spec,
+    nearest,
+)
+
+
+@dataclass(frozen=True)
+class FaceAnalysis:
+    """What detection found (face) and what recognition concluded (decision) for one face."""
+
+    face: Face
+    decision: Decision
+    candidates: tuple[Candidate, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = self.decision
+        return {
+            **self.face.to_dict(),
+            "identity": d.identity,
+            "subject_id": d.subject_id,
+            "distance": None if d.distance is None else round(d.distance, 5),
+            "margin": None if d.margin is None else round(d.margin, 5),
+        }
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Every face of one photo, left to right.
+
+    width, height: of the photo in pixels. threshold: the decision threshold used, in the
+    model's distance unit. faces_skipped: faces found beyond the per-photo limit, not analysed.
+    """
+
+    width: int
+    height: int
+    model_id: str
+    threshold: float
+    faces: tuple[FaceAnalysis, ...]
+    faces_skipped: int = 0
+
+    def with_threshold(self, threshold: float) -> "Analysis":
+        """The same faces decided again at another threshold, without running any model."""
+        decisions = decide([fa.candidates for fa in self.faces], threshold)
+        faces = tuple(replace(fa, decision=d) for fa, d in zip(self.faces, decisions))
+        return replace(self, threshold=threshold, faces=faces)
+
+    def to_dict(self) -> dict:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "model": self.model_id,
+            "threshold": self.threshold,
+            "faces_skipped": self.faces_skipped,
+            "faces": [fa.to_dict() for fa in self.faces],
+        }
+
+
+class Pipeline:
+    """Owns the detector and the embedding CNNs; each is loaded once, on first use, and shared.
+
+    Safe to call from many threads.
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config()
+        self._detector: Detector | None = None
+        self._embedders: dict[str, Embedder] = {}
+        self._load_lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self.config.model
+
+    @property
+    def threshold(self) -> float:
+        """The active model's decision threshold (distance unit of that model)."""
+        if self.config.threshold is not None:
+            return self.config.threshold
+        return model_spec(self.model_id).default_threshold
+
+    @property
+    def detector(self) -> Detector:
+        with self._load_lock:
+            if self._detector is None:
+                self._detector = Detector()
+            return self._detector
+
+    def embedder(self, model_id: str | None = None) -> Embedder:
+        model_id = model_id or self.model_id
+        spec = model_spec(model_id)
+        with self._load_lock:
+            if model_id not in self._embedders:
+                try:
+                    self._embedders[model_id] = Embedder(spec)
+                except ImportError as exc:
+                    raise ModelUnavailable(f"{spec.title} cannot be loaded: {exc}") from exc
+            return self._embedders[model_id]
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in an H x W x 3 uint8 RGB image, left to right."""
+        return self.detector.detect(image)
+
+    def embed(self, image: np.ndarray, faces: list[Face], model_id: str | None = None) -> np.ndarray:
+        """len(faces) x D embeddings of the faces' aligned chips, in one batched forward pass."""
+        embedder = self.embedder(model_id)
+        spec = embedder.spec
+        pil = Image.fromarray(image)
+        chips = np.stack(
+            [align(pil, f.landmarks, spec.template, spec.chip_size) for f in faces]
+        ) if faces else np.zeros((0, spec.chip_size, spec.chip_size, 3), dtype=np.uint8)
+        return embedder.embed(chips)
+
+    def analyse(
+        self,
+        image: np.ndarray,
+        gallery: Gallery | None = None,
+        threshold: float | None = None,
+    ) -> Analysis:
+        """Detect every face, then identify each against `gallery` (unknown when it is empty)."""
+        faces = self.detect(image)
+        # Over the limit, the largest faces are the ones worth the time; the rest are counted.
+        limit = self.config.max_faces
+        kept = sorted(sorted(faces, key=lambda f: -f.area)[:limit], key=lambda f: (f.box[0], f.box[1]))
+        skipped = len(faces) - len(kept)
+        threshold = self.threshold if threshold is None else threshold
+        spec = model_spec(self.model_id)
+        gallery = gallery if gallery is not None else Gallery.empty()
+        if kept and len(gallery):
+            candidates = nearest(self.embed(image, kept), gallery, spec.metric)
+        else:
+            candidates = [[] for _ in kept]
+        decisions = decide(candidates, threshold)
+        return Analysis(
+            width=image.shape[1],
+            height=image.shape[0],
+            model_id=self.model_id,
+            threshold=threshold,
+            faces=tuple(FaceAnalysis(f, d, tuple(c)) for f, d, c in zip(kept, decisions, candidates)),
+            faces_skipped=skipped,
+        )
