@@ -16,6 +16,8 @@ import collections
 import math
 import pathlib
 from dataclasses import dataclass
+from typing import TypeVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,8 @@ MODEL_ID = "dlib_resnet_v1"
 
 # dlib's input layer divides by this constant after subtracting the mean; it is not stored.
 _INPUT_SCALE = 256.0
+
+_Record = TypeVar("_Record")
 
 _EXPECTED_COUNTS = {
     "con_4": 29,
@@ -298,7 +302,8 @@ def read_dlib_net(path: pathlib.Path) -> DlibNet:
     while not r.at_end():
         name, record = _read_layer(r)
         if not layers:
-            r.integer()  # the bottom layer also records its sample expansion factor
+            # The bottom layer's record ends with one more integer (sample expansion factor).
+            r.integer()
         names.append(name)
         layers.append(record)
 
@@ -319,24 +324,22 @@ def _parameter(array: np.ndarray) -> nn.Parameter:
     return nn.Parameter(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)))
 
 
-def _conv(record: ConvRecord) -> nn.Conv2d:
-    out_channels, in_channels, kh, kw = record.weight.shape
-    conv = nn.Conv2d(in_channels, out_channels, (kh, kw), record.stride, record.padding)
-    conv.weight = _parameter(record.weight)
-    conv.bias = _parameter(record.bias)
-    return conv
+def _conv_affine(conv: ConvRecord, affine: AffineRecord) -> nn.Conv2d:
+    """A conv followed by a per-channel affine, as one conv (the affine folded into it).
 
-
-class _Affine(nn.Module):
-    """Per-channel x * gamma + beta on N x C x H x W."""
-
-    def __init__(self, record: AffineRecord) -> None:
-        super().__init__()
-        self.gamma = _parameter(record.gamma.reshape(-1, 1, 1))
-        self.beta = _parameter(record.beta.reshape(-1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.beta, x, self.gamma)
+    Folding saves a pass over every activation map (5-15% of the time on a 2-core CPU) and
+    changes the embeddings by about 1e-7.
+    """
+    out_channels, in_channels, kh, kw = conv.weight.shape
+    if affine.gamma.shape != (out_channels,):
+        raise WeightsError(
+            f"An affine layer of {affine.gamma.shape[0]} channels follows a conv with "
+            f"{out_channels} filters."
+        )
+    layer = nn.Conv2d(in_channels, out_channels, (kh, kw), conv.stride, conv.padding)
+    layer.weight = _parameter(conv.weight * affine.gamma.reshape(-1, 1, 1, 1))
+    layer.bias = _parameter(conv.bias * affine.gamma + affine.beta)
+    return layer
 
 
 def _pool(record: PoolRecord) -> nn.Module:
@@ -366,7 +369,7 @@ def _add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _ResidualBlock(nn.Module):
-    """conv -> affine -> relu -> conv -> affine, plus the (pooled) input, -> relu."""
+    """conv+affine -> relu -> conv+affine, plus the (pooled) input, -> relu."""
 
     def __init__(
         self,
@@ -377,13 +380,12 @@ class _ResidualBlock(nn.Module):
         shortcut_pool: PoolRecord | None,
     ) -> None:
         super().__init__()
-        self.conv1, self.affine1 = _conv(conv1), _Affine(affine1)
-        self.conv2, self.affine2 = _conv(conv2), _Affine(affine2)
+        self.conv1 = _conv_affine(conv1, affine1)
+        self.conv2 = _conv_affine(conv2, affine2)
         self.shortcut = nn.Identity() if shortcut_pool is None else _pool(shortcut_pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.affine1(self.conv1(x)))
-        y = self.affine2(self.conv2(y))
+        y = self.conv2(F.relu(self.conv1(x)))
         return F.relu(_add_zero_padded(y, self.shortcut(x)))
 
 
@@ -397,7 +399,7 @@ class _Layers:
     def next_is(self, kind: type) -> bool:
         return self._index < len(self._layers) and isinstance(self._layers[self._index], kind)
 
-    def take(self, kind: type, what: str = "") -> LayerRecord:
+    def take(self, kind: type[_Record], what: str = "") -> _Record:
         if not self.next_is(kind):
             found = (
                 type(self._layers[self._index]).__name__
@@ -442,11 +444,10 @@ class DlibResNet(nn.Module):
             "mean_rgb", torch.tensor(net.mean_rgb, dtype=torch.float32).reshape(1, 3, 1, 1)
         )
         layers = _Layers(net.layers)
-        stem_conv = _conv(layers.take(ConvRecord))
-        stem_affine = _Affine(layers.take(AffineRecord))
+        stem_conv = _conv_affine(layers.take(ConvRecord), layers.take(AffineRecord))
         layers.take(ReluRecord)
         stem_pool = _pool(layers.take_pool("max_pool_2", "stem's pool"))
-        self.stem = nn.Sequential(stem_conv, stem_affine, nn.ReLU(), stem_pool)
+        self.stem = nn.Sequential(stem_conv, nn.ReLU(), stem_pool)
         blocks = []
         while layers.next_is(ConvRecord):
             conv1 = layers.take(ConvRecord)
@@ -471,6 +472,8 @@ class DlibResNet(nn.Module):
         self.fc.weight = _parameter(fc.weight)
         if self.fc.out_features != EMBEDDING_DIM:
             raise WeightsError(f"Network outputs {self.fc.out_features}-D, not {EMBEDDING_DIM}-D.")
+        # CPU convolutions ran 20-25% faster on channels-last tensors (2 cores, batch 1 and 8).
+        self.to(memory_format=torch.channels_last)
         self._check_channels()
 
     def _check_channels(self) -> None:
@@ -487,7 +490,7 @@ class DlibResNet(nn.Module):
             raise ValueError(
                 f"Expected N x 3 x {INPUT_SIZE} x {INPUT_SIZE} RGB chips, got {tuple(x.shape)}."
             )
-        x = (x - self.mean_rgb) / _INPUT_SCALE
+        x = ((x - self.mean_rgb) / _INPUT_SCALE).contiguous(memory_format=torch.channels_last)
         x = self.blocks(self.stem(x))
         return self.fc(torch.flatten(self.pool(x), 1))
 
