@@ -39,3 +39,11 @@ def faces_pd() -> Path:
     if not FACES_PD.is_dir():
         pytest.skip(f"public-domain faces set not found at {FACES_PD} (present in CI, not in a fresh clone)")
     return FACES_PD
+
+
+@pytest.fixture(scope="session")
+def pipeline():
+    """One pipeline for the whole session: models load once, as in the app."""
+    from facedemo.pipeline import Pipeline
+
+    return Pipeline()
