@@ -1,0 +1,27 @@
+"""Evaluation maths, and the figures on the public-domain faces set."""
+import numpy as np
+import pytest
+
+from facedemo.evaluate import auc, evaluate, threshold_at_far
+
+
+def test_auc_is_one_when_every_genuine_pair_is_closer():
+    assert auc(np.array([0.1, 0.2]), np.array([0.5, 0.9])) == 1.0
+
+
+def test_auc_is_half_for_identical_distributions():
+    assert auc(np.array([0.5, 0.5]), np.array([0.5, 0.5])) == 0.5
+
+
+def test_threshold_at_far_accepts_at_most_that_share_of_impostors():
+    impostor = np.arange(1, 101) / 100.0  # 0.01 .. 1.00
+    t = threshold_at_far(impostor, 0.05)
+    assert (impostor < t).mean() <= 0.05
+    assert (impostor <= t).mean() > 0.05  # and no larger threshold would do
+
+
+def test_faces_pd_cross_domain_probes_are_all_identified(pipeline, faces_pd):
+    report, _ = evaluate(pipeline, faces_pd)
+    assert report["identities"] == 8 and report["faces_found"] == report["images"]
+    ident = report["identification"]
+    assert ident["probes"] == 7 and ident["top1"] == 7 and ident["top1_open_set"] == 7
