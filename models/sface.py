@@ -99,6 +99,7 @@ class _ConvUnit(nn.Module):
             padding=old.padding,
             groups=old.groups,
             bias=True,
+            device=old.weight.device,
         )
         conv.weight.copy_((old.weight.double() * scale[:, None, None, None]).float())
         conv.bias.copy_(shift.float())
@@ -147,8 +148,12 @@ class SFace(nn.Module):
         x = torch.flatten(x, 1)
         return self.fc1(self.pre_fc1(x))
 
+    @torch.inference_mode()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """N x 3 x 112 x 112 RGB chips, 0..255 -> N x 128 unit-length embeddings (compare by cosine)."""
+        """N x 3 x 112 x 112 RGB chips, 0..255 -> N x 128 unit-length embeddings (compare by cosine).
+
+        Runs without autograd (`torch.inference_mode`); call the module itself for gradients.
+        """
         return l2_normalise(self(x))
 
     @torch.no_grad()
@@ -177,6 +182,8 @@ class SFace(nn.Module):
             self.pre_fc1.weight.copy_(w.float())
             self.pre_fc1.bias.copy_(b.float())
             self.bn1 = nn.Identity()
+        if self.channels_last:  # the convolutions just created are in the default layout
+            self.to_channels_last()
         return self
 
     def to_channels_last(self) -> SFace:
@@ -250,6 +257,7 @@ def _read_initializers(path: Path) -> dict[str, np.ndarray]:
 
 
 def _check_sha256(path: Path, expected: str) -> None:
+    """Raise WeightsError unless the file at `path` has the sha256 hex digest `expected`."""
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as f:
