@@ -95,7 +95,8 @@ def append(conn: sqlite3.Connection, key: bytes, at: datetime, event: str, field
         (seq, at_text, event, fields_json, entry_mac),
     )
     conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('audit_head', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        "INSERT INTO meta (key, value) VALUES ('audit_head', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (_head(key, seq, entry_mac),),
     )
     return seq
@@ -111,10 +112,12 @@ def verify(conn: sqlite3.Connection, key: bytes) -> AuditReport:
     previous = _GENESIS
     for index, (seq, at, event, fields_json, entry_mac) in enumerate(rows):
         if seq != index + 1:
-            return AuditReport(False, len(rows), index, f"entry {index} has sequence number {seq}, expected {index + 1}")
+            reason = f"entry {index} has sequence number {seq}, expected {index + 1}"
+            return AuditReport(False, len(rows), index, reason)
         expected = mac(key, _payload(previous, seq, at, event, fields_json))
         if not hmac.compare_digest(expected, bytes(entry_mac)):
-            return AuditReport(False, len(rows), index, f"entry {index} (seq {seq}) was altered, moved or follows a removed entry")
+            reason = f"entry {index} (seq {seq}) was altered, moved or follows a removed entry"
+            return AuditReport(False, len(rows), index, reason)
         previous = expected
     head = conn.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
     if not rows or head is None or not hmac.compare_digest(_head(key, len(rows), previous), bytes(head[0])):

@@ -57,15 +57,20 @@ CREATE TABLE audit (
 """
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     """Open the vault database at `path` (created empty, mode 0600, when absent) without writing to it.
 
+    read_only: a connection that can never change the database or its WAL, not even by the
+    checkpoint SQLite runs when the last read-write connection closes.
     Raises VaultError when the file is not an SQLite database, is an SQLite database of something
     else, or cannot be opened; such a file is left exactly as it was.
     """
     if path.exists():
-        with open(path, "rb") as f:
-            header = f.read(len(_SQLITE_HEADER))
+        try:
+            with open(path, "rb") as f:
+                header = f.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise VaultError(f"cannot read the vault database {path}: {exc.strerror}") from None
         if header and header != _SQLITE_HEADER:
             raise VaultError(f"{path} is not an SQLite database; refusing to open or overwrite it")
     else:
@@ -76,11 +81,16 @@ def connect(path: Path) -> sqlite3.Connection:
         except FileExistsError:
             pass  # another process created it meanwhile
         except OSError as exc:
-            raise VaultError(f"cannot create the vault database {path}: {exc.strerror}; is the data directory writable?") from None
+            raise VaultError(
+                f"cannot create the vault database {path}: {exc.strerror}; is the data directory writable?"
+            ) from None
     try:
         # isolation_level=None: transactions are explicit (see `transaction`); one connection is shared by
         # the vault's threads under its lock, hence check_same_thread=False.
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        target = f"{path.resolve().as_uri()}?mode=ro" if read_only else str(path)
+        conn = sqlite3.connect(
+            target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False, uri=read_only
+        )
     except sqlite3.Error as exc:
         raise VaultError(f"cannot open the vault database {path}: {exc}") from None
     try:

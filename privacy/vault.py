@@ -1,4 +1,4 @@
-"""Encrypted store of face templates on SQLite: enrolment with consent, the decrypted gallery, export, erasure, retention and key rotation.
+"""Encrypted store of face templates on SQLite: enrolment, gallery, export, erasure, retention, key rotation.
 
 Layout of the protection (see ../shared/DESIGN.md, "Privacy"):
 - every subject has a random 256-bit data key, stored only wrapped (AES-256-GCM) by the master key;
@@ -158,7 +158,9 @@ def _validate_templates(templates: object) -> dict[str, np.ndarray]:
         with np.errstate(over="ignore"):  # values beyond float32 become inf, refused just below
             as_float32 = np.ascontiguousarray(array, dtype=np.float32)
         if not np.isfinite(as_float32).all():
-            raise VaultError(f"templates of model {model_id!r} contain NaN or infinite values (or values beyond float32)")
+            raise VaultError(
+                f"templates of model {model_id!r} contain NaN or infinite values (or values beyond float32)"
+            )
         clean[model_id] = as_float32
     return clean
 
@@ -236,6 +238,8 @@ class Vault:
         Subjects past their expiry are purged before this returns.
         """
         data_dir = Path(data_dir)
+        # Checked before anything is created on disk, like every other argument.
+        given = MasterKey(keys.parse_master_key(master_key)) if master_key is not None else None
         if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days < 1:
             raise VaultError(f"retention_days must be a whole number of days >= 1, got {retention_days!r}")
         if admin_token is not None and (not isinstance(admin_token, str) or len(admin_token) < ADMIN_TOKEN_MIN_CHARS):
@@ -246,16 +250,23 @@ class Vault:
             raise VaultError(f"cannot create the data directory {data_dir}: {exc.strerror or exc}") from None
         if not os.access(data_dir, os.W_OK | os.X_OK):
             raise VaultError(f"the data directory {data_dir} is not writable; the vault keeps its database there")
-        conn = store.connect(data_dir / store.DB_FILE_NAME)
+        path = data_dir / store.DB_FILE_NAME
+        # Every check that can refuse runs on a read-only connection, so a refused open changes nothing on disk.
+        reader = store.connect(path, read_only=True)
         try:
-            meta = cls._checked_meta(conn)
-            master, dev_mode = cls._resolve_master_key(data_dir, master_key, meta)
+            meta = cls._checked_meta(reader)
+            master, dev_mode = cls._resolve_master_key(data_dir, given, meta)
             if meta is not None:
-                cls._check_key(master, meta)  # before any write: a wrong key changes nothing on disk
+                cls._check_key(master, meta)
+        except sqlite3.Error as exc:
+            raise VaultError(_sqlite_message(exc)) from None
+        finally:
+            reader.close()
+        conn = store.connect(path)
+        try:
             store.configure(conn)
-            if meta is None:
-                meta = cls._initialise(conn, master, _checked_now(clock or _utc_now))
-                cls._check_key(master, meta)  # another process may have initialised it with another key
+            meta = cls._checked_meta(conn) or cls._initialise(conn, master, _checked_now(clock or _utc_now))
+            cls._check_key(master, meta)  # again: another process may have initialised or rotated it meanwhile
             vault_secret = master.unwrap(meta["vault_secret"], _AAD_VAULT_SECRET, "the vault secret")
             vault = cls(conn, data_dir, master, vault_secret, dev_mode, admin_token, retention_days, clock or _utc_now)
             with vault._session():
@@ -278,14 +289,17 @@ class Vault:
         if missing:
             raise VaultError(f"the vault's metadata lacks {sorted(missing)}: it has been tampered with or corrupted")
         if meta["schema_version"] != str(store.SCHEMA_VERSION).encode():
-            raise VaultError(f"the vault has schema version {meta['schema_version'].decode(errors='replace')}; this program reads {store.SCHEMA_VERSION}")
+            found = meta["schema_version"].decode(errors="replace")
+            raise VaultError(f"the vault has schema version {found}; this program reads {store.SCHEMA_VERSION}")
         return meta
 
     @staticmethod
-    def _resolve_master_key(data_dir: Path, given: str | None, meta: dict[str, bytes] | None) -> tuple[MasterKey, bool]:
+    def _resolve_master_key(
+        data_dir: Path, given: MasterKey | None, meta: dict[str, bytes] | None
+    ) -> tuple[MasterKey, bool]:
         """The master key to use and whether this is development mode (key file in the data directory)."""
         if given is not None:
-            return MasterKey(keys.parse_master_key(given)), False
+            return given, False
         path = data_dir / keys.KEY_FILE_NAME
         if path.exists():
             master = MasterKey(keys.read_key_file(path))
@@ -352,7 +366,9 @@ class Vault:
         """Inside a write transaction: refuse to write when another process rotated the master key."""
         row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
         if row is None or not self._master.matches(bytes(row[0])):
-            raise MasterKeyError("the master key of this vault was changed by another process; reopen it with the new key")
+            raise MasterKeyError(
+                "the master key of this vault was changed by another process; reopen it with the new key"
+            )
 
     def _changed(self) -> None:
         self._version += 1
@@ -370,12 +386,18 @@ class Vault:
         """Open one subject's blobs; template_rows are (record_id, model_id, row_index, dim, ct)."""
         if wrapped_key is None:
             raise VaultError(f"subject {subject_id} has no data key: the vault has been tampered with or corrupted")
-        data_key = self._master.unwrap(bytes(wrapped_key), _aad_subject_key(subject_id), f"the data key of subject {subject_id}")
-        record = json.loads(keys.unseal(data_key, bytes(record_ct), _aad_record(subject_id), f"the record of subject {subject_id}"))
+        data_key = self._master.unwrap(
+            bytes(wrapped_key), _aad_subject_key(subject_id), f"the data key of subject {subject_id}"
+        )
+        record = json.loads(
+            keys.unseal(data_key, bytes(record_ct), _aad_record(subject_id), f"the record of subject {subject_id}")
+        )
         manifest: dict[str, list[str]] = record["templates"]
         by_record = {row[0]: row for row in template_rows}
         if by_record.keys() != {rid for rids in manifest.values() for rid in rids}:
-            raise VaultError(f"template rows of subject {subject_id} were added or removed: the vault has been tampered with")
+            raise VaultError(
+                f"template rows of subject {subject_id} were added or removed: the vault has been tampered with"
+            )
         templates = {}
         for model_id, record_ids in manifest.items():
             vectors = []
@@ -413,7 +435,8 @@ class Vault:
                 "LEFT JOIN subject_keys k USING (subject_id) ORDER BY s.created, s.subject_id"
             ).fetchall()
             rows_of: dict[str, list[tuple[str, str, int, int, bytes]]] = defaultdict(list)
-            for subject_id, *row in conn.execute("SELECT subject_id, record_id, model_id, row_index, dim, ct FROM templates"):
+            templates = conn.execute("SELECT subject_id, record_id, model_id, row_index, dim, ct FROM templates")
+            for subject_id, *row in templates:
                 rows_of[subject_id].append(tuple(row))
             orphan_keys = conn.execute(
                 "SELECT count(*) FROM subject_keys WHERE subject_id NOT IN (SELECT subject_id FROM subjects)"
@@ -445,16 +468,16 @@ class Vault:
         if removed or added:
             self._changed()
 
-    def _authorise(self, conn: sqlite3.Connection, subject_id: object, token: object, action: str) -> str:
+    def _authorise(self, conn: sqlite3.Connection, subject_id: str, token: str | None, action: str) -> str:
         """"subject" (deletion token) or "operator" (admin token); otherwise audit the refusal and raise."""
-        known = isinstance(subject_id, str)
-        row = conn.execute("SELECT token_digest FROM subjects WHERE subject_id = ?", (subject_id,)).fetchone() if known else None
+        subject_id = subject_id if isinstance(subject_id, str) else ""
+        row = conn.execute("SELECT token_digest FROM subjects WHERE subject_id = ?", (subject_id,)).fetchone()
         # An unknown subject is still compared against a dummy digest, so timing does not reveal which ids exist.
         stored = bytes(row[0]) if row else bytes(32)
-        by_subject = erasure.token_matches(self._token_key, subject_id if known else "", token, stored)  # type: ignore[arg-type]
+        by_subject = erasure.token_matches(self._token_key, subject_id, token, stored)
         if row is not None and by_subject:
             return "subject"
-        if row is not None and erasure.is_operator(self._admin_token, token):  # type: ignore[arg-type]
+        if row is not None and erasure.is_operator(self._admin_token, token):
             return "operator"
         with store.transaction(conn):
             # The id is recorded only when it names a subject: what a caller typed could be anything, even a name.
@@ -491,6 +514,7 @@ class Vault:
 
     @property
     def data_dir(self) -> Path:
+        """The directory holding the database (and, in development mode, master.key)."""
         return self._data_dir
 
     def subjects(self, model_id: str) -> list[StoredSubject]:
@@ -547,15 +571,17 @@ class Vault:
             with store.transaction(conn):
                 self._assert_key_current(conn)
                 for model_id, array in vectors.items():
-                    stored = conn.execute("SELECT dim FROM templates WHERE model_id = ? LIMIT 1", (model_id,)).fetchone()
+                    stored = conn.execute(
+                        "SELECT dim FROM templates WHERE model_id = ? LIMIT 1", (model_id,)
+                    ).fetchone()
                     if stored and stored[0] != array.shape[1]:
                         raise VaultError(
                             f"templates of model {model_id!r} have {array.shape[1]} components, but this vault "
                             f"stores {stored[0]}-component templates for that model; nothing was stored"
                         )
                 conn.execute(
-                    "INSERT INTO subjects (subject_id, record_ct, created, expires, consent_version, consent_at, token_digest) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO subjects (subject_id, record_ct, created, expires, consent_version, consent_at, "
+                    "token_digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (subject_id, record_ct, _iso(now), _iso(expires), consent_version, _iso(now),
                      erasure.token_digest(self._token_key, subject_id, token)),
                 )
@@ -564,7 +590,8 @@ class Vault:
                     (subject_id, self._master.key_id, self._master.wrap(data_key, _aad_subject_key(subject_id))),
                 )
                 conn.executemany(
-                    "INSERT INTO templates (record_id, subject_id, model_id, row_index, dim, ct) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO templates (record_id, subject_id, model_id, row_index, dim, ct) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 audit.append(conn, self._audit_key, now, "enrol", {"subject_id": subject_id, "templates": counts})
@@ -582,7 +609,8 @@ class Vault:
         with self._session() as conn:
             self._authorise(conn, subject_id, token, "describe")
             created, expires, consent_version, consent_at, record_bytes = conn.execute(
-                "SELECT created, expires, consent_version, consent_at, length(record_ct) FROM subjects WHERE subject_id = ?",
+                "SELECT created, expires, consent_version, consent_at, length(record_ct) "
+                "FROM subjects WHERE subject_id = ?",
                 (subject_id,),
             ).fetchone()
             key_id, wrapped_bytes = conn.execute(
@@ -621,7 +649,10 @@ class Vault:
                     "SELECT consent_version, consent_at FROM subjects WHERE subject_id = ?", (subject_id,)
                 ).fetchone()
                 counts = {m: len(a) for m, a in subject.templates.items()}
-                audit.append(conn, self._audit_key, self._now(), "export", {"subject_id": subject_id, "by": by, "templates": counts})
+                audit.append(
+                    conn, self._audit_key, self._now(), "export",
+                    {"subject_id": subject_id, "by": by, "templates": counts},
+                )
         return {
             "subject_id": subject_id,
             "name": subject.name,
@@ -661,7 +692,10 @@ class Vault:
         matches: list[str | None] = []
         try:
             for model_id, array in doomed.templates.items():
-                matches.extend(probe(model_id, array))
+                found = list(probe(model_id, array))
+                if len(found) != len(array):
+                    raise VaultError(f"the probe gave {len(found)} results for {len(array)} templates of {model_id!r}")
+                matches.extend(found)
         finally:
             # The deleted templates were kept only for this check; clear the copies this vault made.
             for array in doomed.templates.values():
@@ -676,12 +710,12 @@ class Vault:
             templates_deleted=templates_deleted,
             key_destroyed=rows_deleted["subject_keys"] == 1,
             wal_checkpointed=checkpointed,
-            probe=erasure.summarise_probe(subject_id, templates_deleted, matches),
+            probe=erasure.summarise_probe(subject_id, matches),
         )
         return erasure.sign(self._receipt_key, receipt)
 
     def verify_receipt(self, receipt: Mapping[str, object]) -> bool:
-        """Whether `receipt` (an ErasureReceipt's `to_dict()`, possibly via JSON) was issued by this vault, unmodified."""
+        """Whether `receipt` (an ErasureReceipt's `to_dict()`, possibly via JSON) is unmodified and from this vault."""
         return erasure.verify(self._receipt_key, dict(receipt) if isinstance(receipt, Mapping) else receipt)
 
     def purge_expired(self) -> list[str]:

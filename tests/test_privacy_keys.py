@@ -6,6 +6,8 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,7 @@ def test_malformed_master_key_is_refused_clearly_without_echoing_it(tmp_path, te
         Vault.open(tmp_path, master_key=text)
     assert not text or text not in str(error.value)
     assert isinstance(error.value, VaultError)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was created
 
 
 def test_development_mode_creates_master_key_file_with_mode_0600(tmp_path):
@@ -90,12 +93,36 @@ def test_wrong_master_key_is_refused_and_nothing_on_disk_changes(tmp_path):
     right = generate_master_key()
     with Vault.open(tmp_path, master_key=right) as v:
         v.enroll("A", {MODEL: random_templates(1)}, "v1", True)
-    before = vault_file_bytes(tmp_path)
+    before = (tmp_path / "vault.sqlite3").read_bytes()
     with pytest.raises(MasterKeyError, match="does not match this vault"):
         Vault.open(tmp_path, master_key=generate_master_key())
-    assert vault_file_bytes(tmp_path) == before
+    assert (tmp_path / "vault.sqlite3").read_bytes() == before
+    # A read-only connection may leave an empty WAL and its index behind, never data.
+    assert all(p.stat().st_size == 0 for p in tmp_path.glob("vault.sqlite3-wal"))
     with Vault.open(tmp_path, master_key=right) as v:
         assert len(v.subjects(MODEL)) == 1
+
+
+def test_wrong_master_key_leaves_a_crashed_writers_wal_untouched(tmp_path):
+    right = generate_master_key()
+    # A writer that dies without closing leaves its committed transactions in the WAL only.
+    child = (
+        "import os, sys, numpy as np\n"
+        "from privacy.vault import Vault\n"
+        "v = Vault.open(sys.argv[1], master_key=sys.argv[2])\n"
+        "v.enroll('A', {'test_model': np.ones((2, 8), np.float32)}, 'v1', True)\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", child, str(tmp_path), right], check=True,
+                   env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    before = vault_file_bytes(tmp_path)
+    assert before["vault.sqlite3-wal"]
+    with pytest.raises(MasterKeyError, match="does not match this vault"):
+        Vault.open(tmp_path, master_key=generate_master_key())
+    after = vault_file_bytes(tmp_path)
+    assert (after["vault.sqlite3"], after["vault.sqlite3-wal"]) == (before["vault.sqlite3"], before["vault.sqlite3-wal"])
+    with Vault.open(tmp_path, master_key=right) as v:
+        assert [s.name for s in v.subjects(MODEL)] == ["A"]
 
 
 def test_vault_made_with_a_given_key_is_not_opened_with_a_new_development_key(tmp_path):
