@@ -55,21 +55,114 @@ def cmd_detect(args, config: Config) -> int:
     return 0
 
 
+def _service(config: Config):
+    from facedemo.service import FaceDemo
+
+    demo = FaceDemo(config)
+    if demo.dev_mode:
+        print(
+            f"note: development mode: FACEDEMO_MASTER_KEY is not set, the key is in {config.data_dir}/master.key",
+            file=sys.stderr,
+        )
+    return demo
+
+
 def cmd_identify(args, config: Config) -> int:
-    pipeline = _pipeline(config)
     image = _load_image(args.image, config)
     if args.gallery:
         from facedemo.dataset import gallery_from_folder
 
-        gallery = gallery_from_folder(pipeline, args.gallery)
+        pipeline = _pipeline(config)
+        analysis = pipeline.analyse(image, gallery_from_folder(pipeline, args.gallery), threshold=args.threshold)
     else:
-        raise CliError("identify needs --gallery DIR (a folder with one sub-folder of photos per person)")
-    analysis = pipeline.analyse(image, gallery, threshold=args.threshold)
+        demo = _service(config)
+        try:
+            analysis = demo.analyse(image, threshold=args.threshold)
+        finally:
+            demo.close()
     if args.json:
         _print_json({"faces": [fa.to_dict() for fa in analysis.faces], "model": analysis.model_id,
                      "threshold": analysis.threshold, "faces_skipped": analysis.faces_skipped})
     else:
         print("\n".join(_face_lines(analysis, with_identity=True)))
+    return 0
+
+
+def cmd_enroll(args, config: Config) -> int:
+    demo = _service(config)
+    try:
+        outcome = demo.enroll(args.name, [Path(p) for p in args.images], consent=args.consent)
+    finally:
+        demo.close()
+    for v in outcome.verdicts:
+        if not v.accepted:
+            print(f"photo {args.images[v.index]} not used: {v.reason}", file=sys.stderr)
+    r = outcome.receipt
+    _print_json({
+        "subject_id": r.subject_id,
+        "deletion_token": r.deletion_token,
+        "expires_at": r.expires_at.isoformat(),
+        "templates_stored": r.templates_stored,
+        "photos": [{"file": args.images[v.index], "accepted": v.accepted, "reason": v.reason}
+                   for v in outcome.verdicts],
+    })
+    print("Keep the deletion token: it is shown only once and is needed to export or delete your data.",
+          file=sys.stderr)
+    return 0
+
+
+def _with_vault(config: Config, action):
+    from privacy.vault import Vault
+
+    vault = Vault.open(config.data_dir, master_key=config.master_key, admin_token=config.admin_token,
+                       retention_days=config.retention_days)
+    try:
+        return action(vault)
+    finally:
+        vault.close()
+
+
+def cmd_forget(args, config: Config) -> int:
+    demo = _service(config)
+    try:
+        _print_json(demo.forget(args.subject_id, args.token))
+    finally:
+        demo.close()
+    return 0
+
+
+def cmd_export(args, config: Config) -> int:
+    _print_json(_with_vault(config, lambda v: v.export(args.subject_id, args.token)))
+    return 0
+
+
+def cmd_audit(args, config: Config) -> int:
+    def report(vault):
+        result = vault.audit_verify()
+        if not args.verify:
+            for entry in vault.audit_entries():
+                print(json.dumps(entry, default=str))
+        return result
+
+    result = _with_vault(config, report)
+    if result.ok:
+        print(f"audit log verifies: {result.entries} entries, chain intact")
+        return 0
+    print(f"audit log BROKEN at entry {result.first_broken}: {result.reason}", file=sys.stderr)
+    return 1
+
+
+def cmd_rotate_key(args, config: Config) -> int:
+    from privacy.keys import generate_master_key
+
+    new_key = args.new_key or generate_master_key()
+    rewrapped, dev_mode = _with_vault(config, lambda v: (v.rotate_master_key(new_key), v.dev_mode))
+    print(f"re-wrapped the data keys of {rewrapped} subject(s) under the new master key", file=sys.stderr)
+    if dev_mode:
+        print(f"development mode: the new key replaced {config.data_dir}/master.key", file=sys.stderr)
+    elif not args.new_key:
+        print("store this as FACEDEMO_MASTER_KEY now; the old key no longer opens the vault:", file=sys.stderr)
+        print(new_key)
     return 0
 
 
@@ -100,6 +193,17 @@ def cmd_evaluate(args, config: Config) -> int:
     return 0
 
 
+def cmd_bench(args, config: Config) -> int:
+    from facedemo.bench import run
+
+    report = run(_pipeline(config), repeat=args.repeat)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    _print_json(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m facedemo", description="Face detection vs recognition.")
     parser.add_argument("--data-dir", help="where the encrypted vault lives (default: FACEDEMO_DATA_DIR or ./data)")
@@ -113,9 +217,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("identify", help="find faces and say who they are")
     p.add_argument("image")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--gallery", help="person-per-folder photos to match against")
+    p.add_argument("--gallery", help="person-per-folder photos to match against (default: the enrolled vault)")
     p.add_argument("--threshold", type=float, help="decision threshold in the model's distance unit")
     p.set_defaults(run=cmd_identify)
+
+    p = sub.add_parser("enroll", help="enrol a person (needs --consent); prints subject id and deletion token")
+    p.add_argument("name")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--consent", action="store_true", help="the person agrees to have face templates stored")
+    p.set_defaults(run=cmd_enroll)
+
+    p = sub.add_parser("forget", help="delete a person's data; prints the erasure receipt")
+    p.add_argument("subject_id")
+    p.add_argument("--token", required=True, help="the deletion token, or the operator's admin token")
+    p.set_defaults(run=cmd_forget)
+
+    p = sub.add_parser("export", help="a person's own stored data as JSON")
+    p.add_argument("subject_id")
+    p.add_argument("--token", required=True)
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("audit", help="print the audit log, or check its chain with --verify")
+    p.add_argument("--verify", action="store_true")
+    p.set_defaults(run=cmd_audit)
+
+    p = sub.add_parser("rotate-key", help="re-wrap every subject key under a new master key")
+    p.add_argument("--new-key", help="urlsafe base64 of 32 bytes (default: generate one)")
+    p.set_defaults(run=cmd_rotate_key)
 
     p = sub.add_parser("evaluate", help="accuracy on a person-per-folder dataset")
     p.add_argument("dataset")
@@ -124,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated model ids (default: the active model)")
     p.add_argument("--unknowns", help="person-per-folder photos of people who are not enrolled")
     p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="speed benchmark (medians, milliseconds)")
+    p.add_argument("--json", help="write the figures to this file")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs per figure")
+    p.set_defaults(run=cmd_bench)
     return parser
 
 
@@ -132,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     from facedemo.dataset import DatasetError
     from facedemo.images import ImageError
     from facedemo.recognition import ModelUnavailable
+    from facedemo.service import EnrolmentError
+    from models.weights import WeightsError
+    from privacy import VaultError
 
     try:
         config = Config.from_env()
@@ -140,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
             config = replace(config, data_dir=Path(args.data_dir))
         return args.run(args, config)
-    except (CliError, ConfigError, ImageError, DatasetError, ModelUnavailable, OSError) as exc:
+    except (CliError, ConfigError, ImageError, DatasetError, ModelUnavailable, EnrolmentError, VaultError,
+            WeightsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

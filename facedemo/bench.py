@@ -1,0 +1,113 @@
+"""Speed benchmark: detection (ours vs facenet-pytorch defaults), embedding, end to end, identification.
+
+Figures are medians of repeated runs in one process on the same synthetic photos, so ratios
+between them are fair even on a busy machine. Photos are built from images shipped with
+installed packages (scikit-image's astronaut, matplotlib's Grace Hopper): nothing is downloaded.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from facedemo.recognition import Gallery, MODELS, decide, model_spec, nearest
+
+
+def _median_ms(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return round(statistics.median(times), 2)
+
+
+def sample_photos() -> dict[str, np.ndarray]:
+    """'512': the astronaut photo; '1080p': 1920 x 1080 with 8 faces of varied size."""
+    from matplotlib import cbook
+    from skimage import data
+
+    astronaut = data.astronaut()
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        hopper = np.asarray(Image.open(f).convert("RGB"))
+    canvas = Image.new("RGB", (1920, 1080), (90, 110, 130))
+    sizes = [420, 380, 340, 300, 260, 230, 200, 180]
+    x = 10
+    for i, height in enumerate(sizes):
+        source = Image.fromarray(astronaut if i % 2 == 0 else hopper)
+        tile = source.resize((int(source.width * height / source.height), height))
+        y = 60 if i < 4 else 600
+        if i == 4:
+            x = 10
+        canvas.paste(tile, (x, y))
+        x += tile.width + 20
+    return {"512": astronaut, "1080p": np.asarray(canvas)}
+
+
+def synthetic_gallery(subjects: int, dim: int = 128, per_subject: int = 1, seed: int = 0) -> Gallery:
+    """Random unit vectors standing in for enrolled templates."""
+    rng = np.random.default_rng(seed)
+    templates = rng.normal(size=(subjects * per_subject, dim)).astype(np.float32)
+    templates /= np.linalg.norm(templates, axis=1, keepdims=True)
+    ids = tuple(f"s{i}" for i in range(subjects))
+    owner = np.repeat(np.arange(subjects), per_subject)
+    return Gallery(ids, ids, templates, owner)
+
+
+def run(pipeline, repeat: int = 5) -> dict:
+    """All benchmark figures as one JSON-able dict (milliseconds unless a key says otherwise)."""
+    import torch
+    from facenet_pytorch import MTCNN
+
+    photos = sample_photos()
+    baseline = MTCNN(keep_all=True, device="cpu")
+    result: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or 'unknown CPU'}",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "detect_ms": {},
+        "baseline_detect_ms": {},
+        "faces_found": {},
+        "baseline_faces_found": {},
+        "embed_ms_per_face": {},
+        "end_to_end_ms": {},
+        "identify_ms": {},
+    }
+    for name, photo in photos.items():
+        pil = Image.fromarray(photo)
+        result["detect_ms"][name] = _median_ms(lambda: pipeline.detect(photo), repeat)
+        result["baseline_detect_ms"][name] = _median_ms(lambda: baseline.detect(pil), repeat)
+        result["faces_found"][name] = len(pipeline.detect(photo))
+        boxes, _ = baseline.detect(pil)
+        result["baseline_faces_found"][name] = 0 if boxes is None else len(boxes)
+    for model_id in MODELS:
+        try:
+            embedder = pipeline.embedder(model_id)
+        except Exception as exc:  # a model whose weights are not installed is reported, not fatal
+            result["embed_ms_per_face"][model_id] = {"error": str(exc)}
+            continue
+        size = embedder.spec.chip_size
+        chips = np.random.default_rng(0).integers(0, 255, (8, size, size, 3), dtype=np.uint8)
+        result["embed_ms_per_face"][model_id] = {
+            "batch1": _median_ms(lambda: embedder.embed(chips[:1]), repeat * 4),
+            "batch8": round(_median_ms(lambda: embedder.embed(chips), repeat) / 8, 2),
+        }
+    photo = photos["1080p"]
+    spec = model_spec(pipeline.model_id)
+    gallery = synthetic_gallery(100)
+    result["end_to_end_ms"]["1080p_8faces"] = _median_ms(lambda: pipeline.analyse(photo, gallery), repeat)
+    probes = synthetic_gallery(8, seed=1).templates
+    for size in (1000, 10000, 100000):
+        big = synthetic_gallery(size, seed=2)
+        result["identify_ms"][str(size)] = _median_ms(
+            lambda: decide(nearest(probes, big, spec.metric), pipeline.threshold), repeat * 2
+        )
+    result["identify_probes"] = len(probes)
+    return result

@@ -1,0 +1,243 @@
+"""The app's one entry to the pipeline and the encrypted vault: analyse, enrol, describe, export, forget."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from facedemo.alignment import align
+from facedemo.config import Config
+from facedemo.detection import Face
+from facedemo.images import ImageError, ImageSource, load
+from facedemo.pipeline import Analysis, Pipeline
+from facedemo.recognition import MODELS, Gallery, ModelUnavailable, decide, model_spec, nearest
+from privacy.vault import Vault
+
+CONSENT_VERSION = "2026-11-v1"
+CONSENT_TEXT = (
+    "I agree that facedemo computes face templates (numbers describing my face) from these photos "
+    "and stores them, encrypted, to recognise me in photos uploaded to this demo. The photos themselves "
+    "are not stored. I can see, export and delete my data at any time with my subject id and deletion "
+    "token; otherwise it is deleted automatically when it expires."
+)
+
+# Enrolment quality gates. A usable face is confident and big enough for a 150 px chip to carry
+# detail; sharpness is the variance of the Laplacian of the aligned grey chip (pixel units^2).
+MIN_ENROL_SCORE = 0.95
+MIN_ENROL_FACE_PX = 40
+MIN_SHARPNESS = 15.0
+MAX_NAME_LENGTH = 100
+
+
+class EnrolmentError(ValueError):
+    """Enrolment was refused as a whole; the message says why."""
+
+
+@dataclass(frozen=True)
+class PhotoVerdict:
+    """Whether one enrolment photo was used (index counts from 0), and why not when it was not."""
+
+    index: int
+    accepted: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class EnrolmentOutcome:
+    """The vault's receipt (subject id, one-time deletion token, expiry) and a verdict per photo."""
+
+    receipt: object
+    verdicts: tuple[PhotoVerdict, ...]
+
+
+def validate_name(name: object) -> str:
+    """A display name: 1..100 characters, letters of any language, no control characters."""
+    if not isinstance(name, str):
+        raise EnrolmentError("the name must be text")
+    name = " ".join(name.split())
+    if not name:
+        raise EnrolmentError("please give a name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise EnrolmentError(f"the name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
+    if not any(ch.isalpha() for ch in name):
+        raise EnrolmentError("the name must contain at least one letter")
+    if any(not ch.isprintable() for ch in name):
+        raise EnrolmentError("the name contains control or invisible characters")
+    return name
+
+
+def sharpness(chip: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian of a grey H x W (or H x W x 3) chip; low = blurred."""
+    grey = chip.astype(np.float32)
+    if grey.ndim == 3:
+        grey = grey @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    lap = (
+        grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4.0 * grey[1:-1, 1:-1]
+    )
+    return float(lap.var())
+
+
+class FaceDemo:
+    """Pipeline (models loaded once) + encrypted vault, behind the operations the UI and CLI offer."""
+
+    def __init__(self, config: Config | None = None, pipeline: Pipeline | None = None) -> None:
+        self.config = config or Config.from_env()
+        self.pipeline = pipeline or Pipeline(self.config)
+        self.vault = Vault.open(
+            self.config.data_dir,
+            master_key=self.config.master_key,
+            admin_token=self.config.admin_token,
+            retention_days=self.config.retention_days,
+        )
+        self._galleries: dict[str, tuple[int, Gallery]] = {}
+        self._gallery_lock = threading.Lock()
+
+    @property
+    def dev_mode(self) -> bool:
+        return self.vault.dev_mode
+
+    @property
+    def model_id(self) -> str:
+        return self.pipeline.model_id
+
+    @property
+    def threshold(self) -> float:
+        return self.pipeline.threshold
+
+    def installed_models(self) -> list[str]:
+        """Models whose weights load here; the active model first."""
+        ids = [self.model_id] + [m for m in MODELS if m != self.model_id]
+        available = []
+        for model_id in ids:
+            try:
+                self.pipeline.embedder(model_id)
+            except ModelUnavailable:
+                if model_id == self.model_id:
+                    raise
+                continue
+            available.append(model_id)
+        return available
+
+    def warm_up(self) -> None:
+        """Load the detector and every installed model and run each once, so requests are fast."""
+        blank = np.full((160, 160, 3), 128, dtype=np.uint8)
+        self.pipeline.detect(blank)
+        for model_id in self.installed_models():
+            spec = model_spec(model_id)
+            self.pipeline.embedder(model_id).embed(np.zeros((1, spec.chip_size, spec.chip_size, 3), np.uint8))
+
+    def gallery(self, model_id: str | None = None) -> Gallery:
+        """The decrypted gallery of one model, stacked once per change of the vault."""
+        model_id = model_id or self.model_id
+        with self._gallery_lock:
+            version = self.vault.version
+            cached = self._galleries.get(model_id)
+            if cached is None or cached[0] != version:
+                cached = (version, Gallery.from_subjects(self.vault.subjects(model_id)))
+                self._galleries[model_id] = cached
+            return cached[1]
+
+    def load_image(self, source: ImageSource) -> np.ndarray:
+        return load(source, max_bytes=self.config.max_image_bytes, max_pixels=self.config.max_image_pixels)
+
+    def analyse(self, image: ImageSource, threshold: float | None = None) -> Analysis:
+        """Detection and recognition of every face against the enrolled people."""
+        return self.pipeline.analyse(self.load_image(image), self.gallery(), threshold)
+
+    def _enrolment_face(self, image: np.ndarray) -> tuple[Face | None, str]:
+        faces = self.pipeline.detect(image)
+        if not faces:
+            return None, "no face found"
+        confident = [f for f in faces if f.score >= MIN_ENROL_SCORE]
+        big = [f for f in confident if min(f.width, f.height) >= MIN_ENROL_FACE_PX]
+        if len(big) > 1:
+            return None, f"{len(big)} faces found; use a photo of you alone"
+        if not big:
+            if confident:
+                side = max(min(f.width, f.height) for f in confident)
+                return None, f"face too small ({side:.0f} px; at least {MIN_ENROL_FACE_PX} px needed)"
+            return None, "no clear face found"
+        face = big[0]
+        chip = align(image, face.landmarks)
+        if sharpness(chip) < MIN_SHARPNESS:
+            return None, "face too blurred"
+        return face, "accepted"
+
+    def enroll(
+        self,
+        name: str,
+        photos: Sequence[ImageSource],
+        consent: bool,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> EnrolmentOutcome:
+        """Enrol one person from photos that each show exactly one usable face.
+
+        Templates are computed for every installed model, so switching models needs no
+        re-enrolment. Photos are decoded in memory only and never stored.
+        """
+        if consent is not True:
+            raise EnrolmentError("enrolment needs explicit consent (the consent box in the app, --consent on the command line)")
+        name = validate_name(name)
+        photos = list(photos or [])
+        if not photos:
+            raise EnrolmentError("add at least one photo")
+        if len(photos) > self.config.max_enrol_photos:
+            raise EnrolmentError(f"{len(photos)} photos given; the limit is {self.config.max_enrol_photos}")
+        models = self.installed_models()
+        verdicts, rows = [], {m: [] for m in models}
+        for index, photo in enumerate(photos):
+            if progress:
+                progress(index, len(photos))
+            try:
+                image = self.load_image(photo)
+            except ImageError as exc:
+                verdicts.append(PhotoVerdict(index, False, str(exc)))
+                continue
+            face, reason = self._enrolment_face(image)
+            verdicts.append(PhotoVerdict(index, face is not None, reason))
+            if face is not None:
+                for model_id in models:
+                    rows[model_id].append(self.pipeline.embed(image, [face], model_id)[0])
+        if progress:
+            progress(len(photos), len(photos))
+        if not any(v.accepted for v in verdicts):
+            reasons = "; ".join(f"photo {v.index + 1}: {v.reason}" for v in verdicts)
+            raise EnrolmentError(f"no photo could be used ({reasons})")
+        templates = {m: np.stack(r).astype(np.float32) for m, r in rows.items()}
+        receipt = self.vault.enroll(name, templates, consent_text_version=CONSENT_VERSION, consent_given=True)
+        return EnrolmentOutcome(receipt, tuple(verdicts))
+
+    def _probe(self, model_id: str, templates: np.ndarray) -> list[str | None]:
+        """Who the deleted templates would be identified as now: proof they match nobody deleted."""
+        spec = model_spec(model_id)
+        gallery = self.gallery(model_id)
+        if len(gallery) == 0:
+            return [None] * len(templates)
+        candidates = nearest(templates, gallery, spec.metric)
+        threshold = self.threshold if model_id == self.model_id else spec.default_threshold
+        # Each template is its own probe photo: decide them one at a time, not jointly.
+        return [decide([c], threshold)[0].subject_id for c in candidates]
+
+    def describe(self, subject_id: str, token: str) -> dict:
+        return self.vault.describe(subject_id, token)
+
+    def export(self, subject_id: str, token: str) -> dict:
+        return self.vault.export(subject_id, token)
+
+    def forget(self, subject_id: str, token: str) -> dict:
+        return self.vault.forget(subject_id, token, probe=self._probe).to_dict()
+
+    def list_subjects(self, admin_token: str) -> list[dict]:
+        return self.vault.list_subjects(admin_token)
+
+    def purge_expired(self) -> list[str]:
+        return self.vault.purge_expired()
+
+    def audit_verify(self) -> dict:
+        report = self.vault.audit_verify()
+        return {"ok": report.ok, "entries": report.entries, "first_broken": report.first_broken,
+                "reason": report.reason}
+
+    def close(self) -> None:
+        self.vault.close()

@@ -1,0 +1,610 @@
+"""The Gradio page: detection vs recognition, enrolment, the person's own data and how it all works.
+
+`Handlers` holds every event handler. Handlers call `FaceDemo` (models and the encrypted vault)
+and `render` and return plain data (arrays, lists, dicts, strings), so tests call them without a
+browser. `build` lays out the page and wires the handlers to it; it adds the named API
+endpoints `/detect`, `/recognize`, `/enroll`, `/forget` and `/export`, which return JSON-ready dicts.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+import threading
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from facedemo import render
+from facedemo.images import ImageError
+from facedemo.pipeline import Analysis, FaceAnalysis
+from facedemo.recognition import MODELS
+from facedemo.service import CONSENT_TEXT, CONSENT_VERSION, EnrolmentError, EnrolmentOutcome, FaceDemo
+from privacy import VaultError
+
+# The errors FaceDemo raises for things a person can fix; their messages are written for people.
+USER_ERRORS = (ImageError, EnrolmentError, VaultError)
+
+# Events that run the networks share one queue group, so that at most the queue's default limit
+# of them run at once however many tabs are open (the networks themselves run one at a time).
+MODEL_EVENTS = {"concurrency_id": "models", "concurrency_limit": "default"}
+# The page's own events; the API is the named endpoints.
+UI_ONLY = {"api_visibility": "private"}
+
+# An export holds decrypted templates: its file lives only long enough to be downloaded.
+EXPORT_LIFETIME_S = 300.0
+
+TABLE_HEADERS = ["face", "box (x1, y1, x2, y2) px", "confidence", "identity", "distance", "margin"]
+VERDICT_HEADERS = ["photo", "file", "used", "reason"]
+SUBJECT_HEADERS = ["subject id", "name", "created", "expires", "templates"]
+
+DIFFERENCE_NOTE = """\
+**Detection** answers *where are the faces?* It finds every face and gives its box, five landmarks
+(eyes, nose tip, mouth corners) and a confidence that it is a face. It knows nothing about who anyone is.
+
+**Recognition** answers *who is it?* It turns each detected face into an embedding (128 numbers) and
+compares it with the people who enrolled with consent. A face closer than the threshold to an enrolled
+person gets that name; otherwise it is **Unknown**. Moving the threshold re-decides at once, without
+running the networks again: lower is stricter (fewer false matches, more Unknown).
+"""
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The photo last analysed in one browser session and its analysis, kept so that a new
+    threshold or blur choice is re-decided and re-drawn without running any model."""
+
+    image: np.ndarray  # H x W x 3 uint8 RGB, shrunk for display (render.fit); the analysis has the full size
+    analysis: Analysis
+
+
+def _for_people(message: str) -> str:
+    message = message.strip()
+    return message[:1].upper() + message[1:]
+
+
+def _user_errors(handler: Callable) -> Callable:
+    """Show FaceDemo's refusals in the page as a message (gr.Error), never as a stack trace."""
+
+    @functools.wraps(handler)  # keeps the signature: gradio finds a gr.Progress parameter through it
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except USER_ERRORS as exc:
+            raise gr.Error(_for_people(str(exc))) from None
+
+    return wrapper
+
+
+def _required(value: str | None, what: str) -> str:
+    # Copied ids and tokens often carry a stray space or line break.
+    text = (value or "").strip()
+    if not text:
+        raise gr.Error(f"Please enter {what}.")
+    return text
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _label(fa: FaceAnalysis) -> str:
+    return fa.decision.identity if fa.decision.accepted else "Unknown"
+
+
+class Handlers:
+    """Every event handler of the page, bound to one FaceDemo.
+
+    upload_dir: where gradio keeps uploaded files; enrolment photos found there are deleted as
+    soon as they are enrolled, because the app promises not to keep photos. Files elsewhere
+    (a test's own photos, say) are never touched.
+    """
+
+    def __init__(self, demo: FaceDemo, upload_dir: Path | None = None) -> None:
+        self.demo = demo
+        self.upload_dir = upload_dir.resolve() if upload_dir else None
+        self._export_dir = Path(tempfile.mkdtemp(prefix="facedemo-export-"))
+
+    # ---------------------------------------------------------------- tab "Detect vs Recognize"
+
+    @_user_errors
+    def analyse(
+        self, photo: str | np.ndarray | None, threshold: float | None, blur: bool
+    ) -> tuple[np.ndarray, np.ndarray, list[list], str, Shown]:
+        """Detect and recognise the faces of one photo.
+
+        Returns the detection image, the recognition image, one table row per face (see
+        TABLE_HEADERS), a summary in Markdown and the `Shown` state for later re-decisions.
+        threshold: in the active model's distance unit; None means the model's default.
+        """
+        if photo is None:
+            raise gr.Error("Please add a photo first: upload a file, use the webcam or paste from the clipboard.")
+        image = self.demo.load_image(photo)
+        # The session keeps only a display-sized copy: a 40-megapixel upload would otherwise sit in memory.
+        shown = Shown(render.fit(image), self.demo.analyse(image, threshold))
+        if not shown.analysis.faces:
+            gr.Warning("No face found in this photo.")
+        return self._present(shown, blur)
+
+    def redecide(
+        self, shown: Shown | None, threshold: float, blur: bool
+    ) -> tuple[np.ndarray | None, np.ndarray | None, list[list], str, Shown | None]:
+        """The last photo decided again at `threshold` and re-drawn; no model runs. Empty before any photo."""
+        if shown is None:
+            return None, None, [], "", None
+        return self._present(Shown(shown.image, shown.analysis.with_threshold(threshold)), blur)
+
+    def _present(self, shown: Shown, blur: bool) -> tuple[np.ndarray, np.ndarray, list[list], str, Shown]:
+        faces = shown.analysis.faces
+        size = (shown.analysis.width, shown.analysis.height)
+        hidden = render.unknown_flags(faces) if blur else None
+        detection = render.draw_detection(shown.image, [fa.face for fa in faces], blur=hidden, source_size=size)
+        recognition = render.draw_recognition(shown.image, faces, blur_unknown=blur, source_size=size)
+        return detection, recognition, self.face_rows(shown.analysis), self.summary(shown.analysis), shown
+
+    @staticmethod
+    def face_rows(analysis: Analysis) -> list[list]:
+        """One row per face: number, box, confidence, identity, distance, margin (as TABLE_HEADERS)."""
+        rows = []
+        for number, fa in enumerate(analysis.faces, 1):
+            box = ", ".join(str(round(v)) for v in fa.face.box)
+            d = fa.decision
+            rows.append([number, box, _number(fa.face.score), _label(fa), _number(d.distance), _number(d.margin)])
+        return rows
+
+    @staticmethod
+    def summary(analysis: Analysis) -> str:
+        """What detection and recognition found, in two plain sentences (Markdown)."""
+        faces = analysis.faces
+        if not faces:
+            return (
+                "**No face found.** Detection looks for faces at least about 20 pixels wide, seen from "
+                "the front or half-profile; try a larger, sharper or better-lit photo."
+            )
+        skipped = (
+            f" ({analysis.faces_skipped} more faces were found but not analysed: the limit is "
+            f"{len(faces)} per photo)" if analysis.faces_skipped else ""
+        )
+        found = f"**Detection:** {len(faces)} face{'s' if len(faces) != 1 else ''} found{skipped}."
+        if all(fa.decision.distance is None for fa in faces):
+            return found + " **Recognition:** nobody is enrolled yet, so every face is Unknown (see the Enrol tab)."
+        known = sum(fa.decision.accepted for fa in faces)
+        return (
+            f"{found} **Recognition:** {known} identified, {len(faces) - known} unknown, at threshold "
+            f"{analysis.threshold:.2f} ({analysis.model_id}; a distance below the threshold means the same person)."
+        )
+
+    # ------------------------------------------------------------------------- tab "Enrol"
+
+    @_user_errors
+    def enroll(
+        self,
+        name: str,
+        photos: Sequence[str] | None,
+        consent: bool,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[list[list], str, str, str, None]:
+        """Enrol a person from photos (file paths) with their consent.
+
+        Returns the per-photo verdicts (VERDICT_HEADERS), the receipt in Markdown, the subject id,
+        the deletion token (shown this once) and None to clear the photo input.
+        """
+        photos = list(photos or [])
+
+        def report(done: int, total: int) -> None:
+            progress((done, total), desc="Checking photos and computing templates", unit="photos")
+
+        outcome = self.demo.enroll(name, photos, consent=bool(consent), progress=report)
+        self._discard_uploads(photos)
+        receipt = outcome.receipt.to_dict()
+        return (
+            self.verdict_rows(outcome, photos),
+            self.receipt_text(receipt),
+            receipt["subject_id"],
+            receipt["deletion_token"],
+            None,
+        )
+
+    @staticmethod
+    def verdict_rows(outcome: EnrolmentOutcome, photos: Sequence[Any]) -> list[list]:
+        """One row per photo: number (from 1), file name, yes/no, reason."""
+        rows = []
+        for v in outcome.verdicts:
+            source = photos[v.index] if v.index < len(photos) else None
+            file_name = Path(source).name if isinstance(source, (str, Path)) else ""
+            rows.append([v.index + 1, file_name, "yes" if v.accepted else "no", v.reason])
+        return rows
+
+    @staticmethod
+    def receipt_text(receipt: dict) -> str:
+        """The enrolment receipt for people: id, expiry, what was stored, and why to keep the token."""
+        stored = ", ".join(f"{count} × {model}" for model, count in receipt["templates_stored"].items())
+        return (
+            f"**Enrolled.** Subject id: `{receipt['subject_id']}` · expires {receipt['expires_at'][:10]} "
+            f"(then deleted automatically) · templates stored: {stored}.\n\n"
+            "⚠️ **Copy your deletion token now.** It is shown only this once and stored only as a hash, "
+            "so nobody can show it to you again. With the subject id and the token you can see, export and "
+            "delete your data in the *My data* tab; without it, only the operator can delete it before it expires."
+        )
+
+    def _discard_uploads(self, paths: Sequence[Any]) -> None:
+        if self.upload_dir is None:
+            return
+        for item in paths:
+            if not isinstance(item, (str, Path)):
+                continue
+            path = Path(item).resolve()
+            if path.is_relative_to(self.upload_dir):
+                path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------------- tab "My data"
+
+    @_user_errors
+    def describe(self, subject_id: str, token: str) -> dict:
+        """What is stored about the subject (counts, dates, key id, ciphertext sizes); nothing decrypted."""
+        return self.demo.describe(_required(subject_id, "your subject id"), _required(token, "your deletion token"))
+
+    @_user_errors
+    def export(self, subject_id: str, token: str) -> dict:
+        """The subject's own data (name, dates, consent, templates) as a JSON-ready dict; no photos exist to export."""
+        return self.demo.export(_required(subject_id, "your subject id"), _required(token, "your deletion token"))
+
+    def export_file(self, subject_id: str, token: str) -> str:
+        """`export` written to a JSON file for download; the file is deleted after EXPORT_LIFETIME_S seconds."""
+        data = self.export(subject_id, token)
+        handle = tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", suffix=".json", prefix=f"facedemo-{data['subject_id']}-",
+            dir=self._export_dir, delete=False,
+        )
+        with handle:
+            json.dump(data, handle, ensure_ascii=False, indent=1)
+        timer = threading.Timer(EXPORT_LIFETIME_S, Path(handle.name).unlink, kwargs={"missing_ok": True})
+        timer.daemon = True
+        timer.start()
+        return handle.name
+
+    @_user_errors
+    def forget(self, subject_id: str, token: str) -> dict:
+        """Erase the subject (deletion token, or the operator's admin token); the signed erasure receipt."""
+        return self.demo.forget(_required(subject_id, "the subject id"), _required(token, "the deletion token"))
+
+    @_user_errors
+    def list_subjects(self, admin_token: str) -> list[list]:
+        """Operator only: one row per enrolled subject (SUBJECT_HEADERS)."""
+        listing = self.demo.list_subjects(_required(admin_token, "the operator's admin token"))
+        return [
+            [s["subject_id"], s["name"], s["created"][:10], s["expires"][:10],
+             ", ".join(f"{n} × {m}" for m, n in s["templates"].items())]
+            for s in listing
+        ]
+
+    # ---------------------------------------------------------------------- tab "How it works"
+
+    def audit_status(self) -> str:
+        """Whether the audit log's HMAC chain verifies, in one line of Markdown."""
+        try:
+            report = self.demo.audit_verify()
+        except VaultError as exc:
+            return f"❌ The audit log cannot be checked: {exc}"
+        if report["ok"]:
+            return f"✅ **The audit log verifies**: {report['entries']} entries, none edited or removed."
+        return (
+            f"❌ **The audit log does not verify**: entry {report['first_broken']} or one after it was "
+            f"edited or removed ({report.get('reason') or 'chain broken'})."
+        )
+
+    # ---------------------------------------------------------------------------- the API
+
+    @_user_errors
+    def api_detect(self, photo: str) -> dict:
+        """Detection only: {width, height, faces: [{face, box, score, landmarks}], faces_skipped}.
+
+        box: x1, y1, x2, y2 and landmarks: five (x, y), in original-image pixels; score: 0..1.
+        """
+        analysis = self.demo.analyse(self.demo.load_image(_required_photo(photo)))
+        return {
+            "width": analysis.width,
+            "height": analysis.height,
+            "faces": [{"face": n, **fa.face.to_dict()} for n, fa in enumerate(analysis.faces, 1)],
+            "faces_skipped": analysis.faces_skipped,
+        }
+
+    @_user_errors
+    def api_recognize(self, photo: str, threshold: float | None = None) -> dict:
+        """Detection and recognition: as /detect plus, per face, identity (None when unknown), label
+        ("Unknown" or the name), subject_id, distance and margin (model units); model and threshold."""
+        analysis = self.demo.analyse(self.demo.load_image(_required_photo(photo)), threshold)
+        result = analysis.to_dict()
+        result["faces"] = [
+            {"face": n, **face, "label": _label(fa)}
+            for n, (face, fa) in enumerate(zip(result["faces"], analysis.faces), 1)
+        ]
+        return result
+
+    @_user_errors
+    def api_enroll(self, name: str, photos: Sequence[str] | None, consent: bool) -> dict:
+        """Enrol: the receipt (subject_id, deletion_token, created_at, expires_at, templates_stored,
+        consent_text_version) and photos: [{photo (from 1), accepted, reason}]."""
+        photos = list(photos or [])
+        outcome = self.demo.enroll(name, photos, consent=bool(consent))
+        self._discard_uploads(photos)
+        return {
+            **outcome.receipt.to_dict(),
+            "photos": [{"photo": v.index + 1, "accepted": v.accepted, "reason": v.reason} for v in outcome.verdicts],
+        }
+
+    def close(self) -> None:
+        """Delete any export file not yet removed by its timer."""
+        for path in self._export_dir.glob("*"):
+            path.unlink(missing_ok=True)
+        self._export_dir.rmdir()
+
+
+def _required_photo(photo: str | None) -> str:
+    if photo is None:
+        raise gr.Error("Please send a photo.")
+    return photo
+
+
+class PhotoInput(gr.Image):
+    """gr.Image that passes the uploaded file to facedemo.images unopened.
+
+    gr.Image opens every upload with Pillow before the handler runs, so a file that is not an
+    image fails there with a bare "Error"; unopened, it reaches `images.load`, whose message says
+    what is wrong. Drawn by the browser as a plain Image (`is_template`).
+    """
+
+    is_template = True
+
+    def preprocess(self, payload):
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return payload.path
+        return super().preprocess(payload)
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+def write_examples(directory: Path) -> list[Path]:
+    """Public-domain photos shipped with installed packages, written to `directory` for gr.Examples.
+
+    Eileen Collins (scikit-image's astronaut), Grace Hopper (matplotlib's sample data) and a
+    group photo composed of both. Nothing is downloaded; a package that is missing just means
+    fewer examples.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    photos: dict[str, np.ndarray] = {}
+    if find_spec("skimage") is not None:
+        from skimage import data
+
+        photos["astronaut"] = data.astronaut()
+    if find_spec("matplotlib") is not None:
+        from matplotlib import cbook
+
+        with cbook.get_sample_data("grace_hopper.jpg") as f:
+            photos["grace_hopper"] = np.asarray(Image.open(f).convert("RGB"))
+    if len(photos) == 2:
+        photos["group"] = _side_by_side(photos["astronaut"], photos["grace_hopper"])
+    paths = []
+    for name, pixels in photos.items():
+        path = directory / f"{name}.jpg"
+        Image.fromarray(pixels).save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+def _side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 24) -> np.ndarray:
+    """Both photos at the height of the shorter one, next to each other on a grey background."""
+    height = min(left.shape[0], right.shape[0])
+    parts = [
+        np.asarray(Image.fromarray(p).resize((round(p.shape[1] * height / p.shape[0]), height), Image.Resampling.LANCZOS))
+        for p in (left, right)
+    ]
+    canvas = np.full((height, parts[0].shape[1] + gap + parts[1].shape[1], 3), 200, dtype=np.uint8)
+    canvas[:, : parts[0].shape[1]] = parts[0]
+    canvas[:, parts[0].shape[1] + gap :] = parts[1]
+    return canvas
+
+
+# ------------------------------------------------------------------------------ the page
+
+
+def _model_card() -> str:
+    """models/MODEL_CARD.md when it is installed, else one line per known model."""
+    spec = find_spec("models")
+    card = Path(spec.origin).parent / "MODEL_CARD.md" if spec and spec.origin else None
+    if card is not None and card.is_file():
+        return card.read_text(encoding="utf-8")
+    return "\n".join(f"- **{spec.model_id}**: {spec.title}" for spec in MODELS.values())
+
+
+def _how_it_works(demo: FaceDemo) -> str:
+    retention = demo.config.retention_days
+    key_line = (
+        "⚠️ **Development mode**: no `FACEDEMO_MASTER_KEY` is set, so the master key is a file next to the data. "
+        "Do not enrol real people here."
+        if demo.dev_mode
+        else "The master key comes from the `FACEDEMO_MASTER_KEY` secret and is never written to disk."
+    )
+    return f"""\
+### The pipeline
+1. **Detection**: MTCNN (three small CNNs, coarse to fine) finds each face: box, five landmarks, confidence.
+2. **Alignment**: the five landmarks are mapped onto a fixed template by a similarity transform (rotation,
+   scale, shift), giving an upright face chip of the size the embedding network expects.
+3. **Embedding**: a CNN turns each chip into 128 numbers; photos of one person land close together.
+   All faces of a photo go through the network in one batch.
+4. **Matching**: each embedding is compared with the enrolled templates. The nearest person is accepted when
+   the distance is below the threshold (active model **{demo.model_id}**, threshold **{demo.threshold:.2f}**);
+   otherwise the face is Unknown. No enrolled person is given to two faces of one photo.
+
+### Privacy notice
+- **What is stored**: for each person who enrolled with consent, their name and one template per accepted photo
+  and model, the consent record (text version `{CONSENT_VERSION}`), and dates. **Photos are never stored**:
+  they are read in memory, and uploaded enrolment photos are deleted as soon as they are enrolled.
+- **Encryption**: every person has their own random 256-bit key (AES-256-GCM) that encrypts their name and
+  templates; that key is stored only wrapped by the master key. {key_line}
+- **Retention**: enrolments are deleted automatically {retention} days after enrolment.
+- **Your rights**: with your subject id and deletion token (the *My data* tab) you can see what is stored,
+  export it as JSON, and delete it. Deletion destroys your key and every row in one transaction and returns
+  a signed receipt, which also shows that your deleted templates no longer match anyone.
+- **Audit**: enrolments, exports, deletions and purges are logged without names, photos or templates, in a
+  chain of HMACs so that an edited or removed entry is detected.
+"""
+
+
+def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
+    """The whole page around the handlers' FaceDemo; `examples` are photo files offered under the upload.
+
+    Gradio's cache (uploads and the images it sends) is swept every 10 minutes of files older than 15.
+    """
+    demo = h.demo
+    span = max(1.0, round(2 * demo.threshold, 2))
+
+    with gr.Blocks(title="facedemo: face detection vs recognition", delete_cache=(600, 900)) as page:
+        # First, so that they get these names: gradio names the page's private events after their
+        # functions too, and would give a later endpoint a suffix ("enroll_1").
+        _api_endpoints(h)
+        gr.Markdown("# Face detection vs face recognition")
+        if demo.dev_mode:
+            gr.Markdown(
+                "⚠️ **Development mode**: no `FACEDEMO_MASTER_KEY` is set; the vault's key is a local file. "
+                "Do not enrol real people here.",
+                elem_id="dev-mode",
+            )
+
+        with gr.Tab("Detect vs Recognize", id="detect"):
+            gr.Markdown(DIFFERENCE_NOTE)
+            with gr.Row():
+                photo = PhotoInput(
+                    label="Photo", type="filepath", sources=["upload", "webcam", "clipboard"],
+                    height=320, elem_id="photo",
+                )
+                with gr.Column():
+                    threshold = gr.Slider(
+                        0.0, span, value=demo.threshold, step=0.01, elem_id="threshold",
+                        label=f"Recognition threshold ({demo.model_id} distance)",
+                        info="Below it: the same person. Changing it re-decides without running the networks.",
+                    )
+                    blur = gr.Checkbox(
+                        label="Blur faces that are not recognised", elem_id="blur",
+                        info="Hides bystanders in both images.",
+                    )
+                    go = gr.Button("Detect and recognize", variant="primary", elem_id="analyse")
+            with gr.Row():
+                detection_image = gr.Image(
+                    label="Detection: where are the faces? (box, 5 landmarks, confidence)",
+                    interactive=False, elem_id="detection-image",
+                )
+                recognition_image = gr.Image(
+                    label="Recognition: who is it? (name or Unknown, distance)",
+                    interactive=False, elem_id="recognition-image",
+                )
+            summary = gr.Markdown(elem_id="summary")
+            table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="faces-table", label="Faces")
+            shown = gr.State(None)
+            outputs = [detection_image, recognition_image, table, summary, shown]
+            go.click(h.analyse, [photo, threshold, blur], outputs, **MODEL_EVENTS, **UI_ONLY)
+            for control in (threshold, blur):
+                control.change(h.redecide, [shown, threshold, blur], outputs, trigger_mode="always_last", **UI_ONLY)
+            if examples:
+                gallery = gr.Examples(
+                    [[str(p)] for p in examples], inputs=[photo], api_visibility="private",
+                    label="Examples (public-domain photos shipped with scikit-image and matplotlib): click one",
+                )
+                gallery.load_input_event.then(h.analyse, [photo, threshold, blur], outputs, **MODEL_EVENTS, **UI_ONLY)
+
+        with gr.Tab("Enrol", id="enrol"):
+            gr.Markdown(
+                "Enrol yourself so that recognition can name you. Use 2–5 photos of **you alone**, face clearly "
+                "visible; each is checked and accepted or rejected with a reason."
+            )
+            with gr.Row():
+                with gr.Column():
+                    enrol_name = gr.Textbox(label="Name", max_length=100, elem_id="enrol-name")
+                    enrol_photos = gr.File(
+                        label="Photos of you", file_count="multiple", file_types=["image"], type="filepath",
+                        elem_id="enrol-photos",
+                    )
+                    gr.Markdown(f"**Consent** (version {CONSENT_VERSION}): {CONSENT_TEXT}")
+                    consent = gr.Checkbox(label="I consent to the above", elem_id="enrol-consent")
+                    enrol_go = gr.Button("Enrol", variant="primary", elem_id="enrol-button")
+                with gr.Column():
+                    verdicts = gr.Dataframe(headers=VERDICT_HEADERS, interactive=False, label="Photos", elem_id="verdicts")
+                    receipt = gr.Markdown("Your receipt will appear here.", elem_id="receipt")
+                    receipt_subject = gr.Textbox(label="Subject id", interactive=False, buttons=["copy"], elem_id="receipt-subject")
+                    receipt_token = gr.Textbox(
+                        label="Deletion token (shown once: copy it now)", interactive=False, buttons=["copy"],
+                        elem_id="receipt-token",
+                    )
+            enrol_go.click(
+                h.enroll, [enrol_name, enrol_photos, consent],
+                [verdicts, receipt, receipt_subject, receipt_token, enrol_photos], **MODEL_EVENTS, **UI_ONLY,
+            )
+
+        with gr.Tab("My data", id="my-data"):
+            gr.Markdown(
+                "Enter the subject id and deletion token from your enrolment receipt to see what is stored about "
+                "you, download it, or delete it. You see only your own data."
+            )
+            with gr.Row():
+                my_subject = gr.Textbox(label="Subject id", elem_id="my-subject")
+                my_token = gr.Textbox(label="Deletion token", type="password", elem_id="my-token")
+            with gr.Row():
+                show_go = gr.Button("Show what is stored", elem_id="describe-button")
+                export_go = gr.Button("Export my data (JSON)", elem_id="export-button")
+                forget_go = gr.Button("Delete my data", variant="stop", elem_id="forget-button")
+            stored = gr.JSON(label="Stored about you", elem_id="stored")
+            export_file = gr.File(label="Your export (available for 5 minutes)", interactive=False, elem_id="export-file")
+            erasure = gr.JSON(label="Erasure receipt", elem_id="erasure")
+            show_go.click(h.describe, [my_subject, my_token], stored, **UI_ONLY)
+            export_go.click(h.export_file, [my_subject, my_token], export_file, **UI_ONLY)
+            forget_go.click(h.forget, [my_subject, my_token], erasure, **UI_ONLY)
+
+            with gr.Accordion("Operator", open=False, elem_id="operator"):
+                if demo.config.admin_token is None:
+                    gr.Markdown("No operator token is configured (`FACEDEMO_ADMIN_TOKEN`), so these functions are off.")
+                admin_token = gr.Textbox(label="Admin token", type="password", elem_id="admin-token")
+                list_go = gr.Button("List everyone enrolled", elem_id="list-button")
+                subjects = gr.Dataframe(headers=SUBJECT_HEADERS, interactive=False, label="Enrolled", elem_id="subjects")
+                admin_subject = gr.Textbox(label="Subject id to delete", elem_id="admin-subject")
+                admin_forget_go = gr.Button("Delete this subject", variant="stop", elem_id="admin-forget-button")
+                admin_erasure = gr.JSON(label="Erasure receipt", elem_id="admin-erasure")
+                list_go.click(h.list_subjects, admin_token, subjects, **UI_ONLY)
+                admin_forget_go.click(h.forget, [admin_subject, admin_token], admin_erasure, **UI_ONLY)
+
+        with gr.Tab("How it works", id="how"):
+            gr.Markdown(_how_it_works(demo))
+            with gr.Row():
+                audit = gr.Markdown(elem_id="audit")
+                audit_go = gr.Button("Verify the audit log again", elem_id="audit-button")
+            audit_go.click(h.audit_status, None, audit, **UI_ONLY)
+            with gr.Accordion("Model card", open=False):
+                gr.Markdown(_model_card())
+        page.load(h.audit_status, None, audit, **UI_ONLY)
+    return page
+
+
+def _api_endpoints(h: Handlers) -> None:
+    """The named endpoints for gradio_client, on hidden components (the page has no use for them)."""
+    with gr.Column(visible=False):
+        photo = PhotoInput(type="filepath", label="photo")
+        threshold = gr.Number(None, label="threshold")
+        name = gr.Textbox(label="name")
+        photos = gr.File(file_count="multiple", type="filepath", label="photos")
+        consent = gr.Checkbox(label="consent")
+        subject_id = gr.Textbox(label="subject_id")
+        token = gr.Textbox(label="token")
+        result = gr.JSON(label="result")
+        for api_name, fn, inputs, extra in (
+            ("detect", h.api_detect, [photo], MODEL_EVENTS),
+            ("recognize", h.api_recognize, [photo, threshold], MODEL_EVENTS),
+            ("enroll", h.api_enroll, [name, photos, consent], MODEL_EVENTS),
+            ("forget", h.forget, [subject_id, token], {}),
+            ("export", h.export, [subject_id, token], {}),
+        ):
+            gr.Button(visible=False).click(fn, inputs, result, api_name=api_name, api_description=fn.__doc__, **extra)
