@@ -79,3 +79,33 @@ def test_evaluate_writes_the_documented_keys(tmp_path, gallery_dir):
     assert set(report["identification"]) >= {"probes", "top1", "top1_open_set"}
     assert report["identities"] == 2 and report["faces_found"] == 2
     assert (tmp_path / "roc.png").stat().st_size > 1000
+
+
+def test_enroll_identify_forget_round_trip_through_the_vault(tmp_path, astronaut_file):
+    from privacy.keys import generate_master_key
+
+    env = {"FACEDEMO_MASTER_KEY": generate_master_key()}
+    data = ["--data-dir", str(tmp_path)]
+    refused = run(*data, "enroll", "Eileen Collins", str(astronaut_file), env_extra=env)
+    assert refused.returncode != 0 and "consent" in refused.stderr
+    enrolled = run(*data, "enroll", "Eileen Collins", str(astronaut_file), "--consent", env_extra=env)
+    assert enrolled.returncode == 0, enrolled.stderr
+    receipt = json.loads(enrolled.stdout)
+    found = json.loads(run(*data, "identify", str(astronaut_file), "--json", env_extra=env).stdout)
+    assert found["faces"][0]["identity"] == "Eileen Collins"
+    forgotten = run(*data, "forget", receipt["subject_id"], "--token", receipt["deletion_token"], env_extra=env)
+    assert forgotten.returncode == 0 and json.loads(forgotten.stdout)["key_destroyed"] is True
+    after = json.loads(run(*data, "identify", str(astronaut_file), "--json", env_extra=env).stdout)
+    assert after["faces"][0]["identity"] is None
+    audit = run(*data, "audit", "--verify", env_extra=env)
+    assert audit.returncode == 0 and "verifies" in audit.stdout
+
+
+def test_wrong_master_key_is_a_one_line_error(tmp_path, astronaut_file):
+    from privacy.keys import generate_master_key
+
+    data = ["--data-dir", str(tmp_path)]
+    run(*data, "enroll", "Eileen Collins", str(astronaut_file), "--consent",
+        env_extra={"FACEDEMO_MASTER_KEY": generate_master_key()})
+    result = run(*data, "identify", str(astronaut_file), env_extra={"FACEDEMO_MASTER_KEY": generate_master_key()})
+    assert result.returncode != 0 and "key" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,90 @@
+"""Enrolment, recognition and erasure through the service, with the real models and a real vault."""
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from facedemo.config import Config
+from facedemo.service import EnrolmentError, FaceDemo, sharpness, validate_name
+from privacy import VaultError
+from privacy.keys import generate_master_key
+from tests.engine import augment, compose
+
+
+@pytest.fixture()
+def demo(tmp_path, pipeline):
+    service = FaceDemo(Config(data_dir=tmp_path, master_key=generate_master_key()), pipeline=pipeline)
+    yield service
+    service.close()
+
+
+def test_enrolment_without_consent_is_refused_and_stores_nothing(demo, astronaut):
+    with pytest.raises(EnrolmentError, match="consent"):
+        demo.enroll("Eileen Collins", [astronaut], consent=False)
+    assert len(demo.gallery()) == 0
+
+
+def test_enrolled_person_is_recognised_in_another_photo(demo, astronaut):
+    outcome = demo.enroll("Eileen Collins", [astronaut], consent=True)
+    assert outcome.receipt.subject_id and outcome.receipt.deletion_token
+    face = demo.analyse(augment(astronaut)).faces[0]
+    assert face.decision.identity == "Eileen Collins"
+
+
+def test_templates_are_stored_for_every_installed_model(demo, astronaut):
+    outcome = demo.enroll("Eileen Collins", [astronaut], consent=True)
+    assert set(outcome.receipt.templates_stored) == set(demo.installed_models())
+
+
+def test_each_photo_gets_a_reason_and_only_usable_ones_are_kept(demo, astronaut, grace_hopper):
+    blank = np.full((200, 200, 3), 255, np.uint8)
+    outcome = demo.enroll("Grace Hopper", [grace_hopper, blank, compose(astronaut, grace_hopper), b"junk"],
+                          consent=True)
+    reasons = [v.reason for v in outcome.verdicts]
+    assert [v.accepted for v in outcome.verdicts] == [True, False, False, False]
+    assert "no face" in reasons[1] and "2 faces" in reasons[2] and "not an image" in reasons[3]
+    assert outcome.receipt.templates_stored[demo.model_id] == 1
+
+
+def test_small_face_is_rejected_as_too_small(demo, grace_hopper):
+    tiny = np.asarray(Image.fromarray(grace_hopper).resize((60, 70)))
+    with pytest.raises(EnrolmentError, match="too small|no clear face|no face"):
+        demo.enroll("Grace Hopper", [tiny], consent=True)
+
+
+def test_blurred_face_is_rejected_as_too_blurred(demo, grace_hopper):
+    blurred = np.asarray(Image.fromarray(grace_hopper).filter(ImageFilter.GaussianBlur(6)))
+    with pytest.raises(EnrolmentError, match="blurred|no clear face|no face"):
+        demo.enroll("Grace Hopper", [blurred], consent=True)
+
+
+def test_sharpness_separates_sharp_from_blurred_chips(grace_hopper):
+    chip = grace_hopper[150:300, 200:350]
+    soft = np.asarray(Image.fromarray(chip).filter(ImageFilter.GaussianBlur(4)))
+    assert sharpness(chip) > 3 * sharpness(soft)
+
+
+def test_forgotten_person_is_no_longer_recognised_and_the_probe_says_so(demo, astronaut):
+    receipt = demo.enroll("Eileen Collins", [astronaut], consent=True).receipt
+    erasure = demo.forget(receipt.subject_id, receipt.deletion_token)
+    assert erasure["key_destroyed"] and erasure["probe"]["matched_subject"] is False
+    assert demo.analyse(astronaut).faces[0].decision.identity is None
+    with pytest.raises(VaultError):
+        demo.export(receipt.subject_id, receipt.deletion_token)
+
+
+def test_forget_with_a_wrong_token_keeps_the_person(demo, astronaut):
+    receipt = demo.enroll("Eileen Collins", [astronaut], consent=True).receipt
+    with pytest.raises(VaultError):
+        demo.forget(receipt.subject_id, "not-the-token")
+    assert demo.analyse(astronaut).faces[0].decision.identity == "Eileen Collins"
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 101, "bell\x07", "1234"])
+def test_unusable_names_are_refused(name):
+    with pytest.raises(EnrolmentError):
+        validate_name(name)
+
+
+@pytest.mark.parametrize("name", ["Eileen Collins", "Zoë Ó Briain", "李小龍", "Анна-Мария"])
+def test_names_in_any_script_are_accepted(name):
+    assert validate_name(name) == name
