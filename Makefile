@@ -8,9 +8,8 @@ TEST_ENV := GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1
 $(PY):
 	python3 -m venv $(VENV)
 
-$(VENV)/.runtime: requirements.txt requirements-nodeps.txt | $(PY)
+$(VENV)/.runtime: requirements.txt | $(PY)
 	$(PY) -m pip install -r requirements.txt
-	$(PY) -m pip install --no-deps -r requirements-nodeps.txt
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
