@@ -495,14 +495,18 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
                         info="Hides bystanders in both images.",
                     )
                     go = gr.Button("Detect and recognize", variant="primary", elem_id="analyse")
+                    gallery = gr.Examples(
+                        [[str(p)] for p in examples], inputs=[photo], api_visibility="private",
+                        label="Examples (public-domain photos shipped with scikit-image and matplotlib): click one",
+                    ) if examples else None
             with gr.Row():
                 detection_image = gr.Image(
                     label="Detection: where are the faces? (box, 5 landmarks, confidence)",
-                    interactive=False, elem_id="detection-image",
+                    interactive=False, height=440, elem_id="detection-image",
                 )
                 recognition_image = gr.Image(
                     label="Recognition: who is it? (name or Unknown, distance)",
-                    interactive=False, elem_id="recognition-image",
+                    interactive=False, height=440, elem_id="recognition-image",
                 )
             summary = gr.Markdown(elem_id="summary")
             table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="faces-table", label="Faces")
@@ -511,11 +515,7 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
             go.click(h.analyse, [photo, threshold, blur], outputs, **MODEL_EVENTS, **UI_ONLY)
             for control in (threshold, blur):
                 control.change(h.redecide, [shown, threshold, blur], outputs, trigger_mode="always_last", **UI_ONLY)
-            if examples:
-                gallery = gr.Examples(
-                    [[str(p)] for p in examples], inputs=[photo], api_visibility="private",
-                    label="Examples (public-domain photos shipped with scikit-image and matplotlib): click one",
-                )
+            if gallery is not None:
                 gallery.load_input_event.then(h.analyse, [photo, threshold, blur], outputs, **MODEL_EVENTS, **UI_ONLY)
 
         with gr.Tab("Enrol", id="enrol"):

@@ -1,0 +1,352 @@
+"""The page's handlers, called as plain functions against a real FaceDemo (models and an encrypted vault); no browser."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from facedemo import ui
+from facedemo.config import Config
+from facedemo.service import FaceDemo
+from privacy.keys import generate_master_key
+
+ADMIN_TOKEN = "operator-token-for-tests-0123456789"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ui")
+
+
+@pytest.fixture(scope="module")
+def face_demo(workdir) -> FaceDemo:
+    config = Config(data_dir=workdir / "data", master_key=generate_master_key(), admin_token=ADMIN_TOKEN)
+    demo = FaceDemo(config)
+    yield demo
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def handlers(face_demo, workdir) -> ui.Handlers:
+    h = ui.Handlers(face_demo, upload_dir=workdir / "uploads")
+    yield h
+    h.close()
+
+
+@pytest.fixture(scope="module")
+def examples(workdir) -> dict[str, Path]:
+    return {p.stem: p for p in ui.write_examples(workdir / "examples")}
+
+
+@pytest.fixture(scope="module")
+def photo_files(workdir, astronaut, grace_hopper) -> dict[str, Path]:
+    folder = workdir / "photos"
+    folder.mkdir()
+    files = {}
+    for name, pixels in {"astronaut": astronaut, "grace_hopper": grace_hopper,
+                         "blank": np.full((300, 300, 3), 90, np.uint8)}.items():
+        files[name] = folder / f"{name}.png"
+        Image.fromarray(pixels).save(files[name])
+    return files
+
+
+@pytest.fixture
+def enrolled(handlers, photo_files):
+    """Eileen Collins enrolled from the astronaut photo: (subject id, deletion token); erased afterwards."""
+    result = handlers.api_enroll("Eileen Collins", [str(photo_files["astronaut"])], True)
+    yield result["subject_id"], result["deletion_token"]
+    try:
+        handlers.forget(result["subject_id"], ADMIN_TOKEN)
+    except gr.Error:
+        pass  # the test erased it already
+
+
+def roughness(pixels: np.ndarray) -> float:
+    """Mean step between horizontal neighbours: fine detail, which blurring removes."""
+    return float(np.abs(np.diff(pixels.astype(np.float32), axis=1)).mean())
+
+
+def enrolled_ids(handlers) -> set[str]:
+    return {row[0] for row in handlers.list_subjects(ADMIN_TOKEN)}
+
+
+# --------------------------------------------------------------------- Detect vs Recognize
+
+
+def test_analyse_returns_both_images_a_row_per_face_a_summary_and_the_state(handlers, photo_files, astronaut):
+    detection, recognition, rows, summary, shown = handlers.analyse(str(photo_files["astronaut"]), None, False)
+    assert detection.shape == recognition.shape == astronaut.shape
+    assert not np.array_equal(detection, recognition)  # landmarks and colours differ
+    assert len(rows) == 1
+    number, box, confidence, identity, distance, margin = rows[0]
+    assert (number, identity) == (1, "Unknown")
+    x1, y1, x2, y2 = (int(v) for v in box.split(", "))
+    assert 150 < x1 < x2 < 300 and 40 < y1 < y2 < 200
+    assert float(confidence) > 0.99
+    assert "1 face found" in summary and "nobody is enrolled" in summary
+    assert isinstance(shown, ui.Shown) and len(shown.analysis.faces) == 1
+
+
+def test_the_examples_are_astronaut_grace_hopper_and_a_group_of_both(examples):
+    assert sorted(examples) == ["astronaut", "grace_hopper", "group"]
+    group = np.asarray(Image.open(examples["group"]))
+    assert group.shape[1] > 1.5 * group.shape[0]  # two portraits side by side
+
+
+def test_the_group_example_shows_both_faces_left_to_right(handlers, examples):
+    _, _, rows, summary, _ = handlers.analyse(str(examples["group"]), None, False)
+    assert [row[0] for row in rows] == [1, 2]
+    left_x = [int(row[1].split(", ")[0]) for row in rows]
+    assert left_x == sorted(left_x)
+    assert "2 faces found" in summary
+
+
+def test_an_enrolled_person_is_named_with_distance_and_others_stay_unknown(handlers, examples, enrolled):
+    _, _, rows, summary, _ = handlers.analyse(str(examples["group"]), None, False)
+    assert [row[3] for row in rows] == ["Eileen Collins", "Unknown"]
+    assert float(rows[0][4]) < 0.6 < float(rows[1][4])
+    assert "1 identified, 1 unknown" in summary
+
+
+def test_a_new_threshold_re_decides_without_running_any_model(handlers, face_demo, examples, enrolled, monkeypatch):
+    *_, shown = handlers.analyse(str(examples["astronaut"]), None, False)
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model ran")
+
+    monkeypatch.setattr(face_demo, "analyse", no_models)
+    monkeypatch.setattr(face_demo.pipeline, "detect", no_models)
+    monkeypatch.setattr(face_demo.pipeline, "embed", no_models)
+    _, _, strict_rows, _, strict = handlers.redecide(shown, 0.0, False)
+    _, _, default_rows, _, _ = handlers.redecide(strict, 0.6, False)
+    assert strict_rows[0][3] == "Unknown"
+    assert default_rows[0][3] == "Eileen Collins"
+    assert strict.analysis.threshold == 0.0
+
+
+def test_re_deciding_before_any_photo_gives_empty_results(handlers):
+    assert handlers.redecide(None, 0.5, True) == (None, None, [], "", None)
+
+
+def test_blur_option_blurs_unrecognised_faces_in_both_images(handlers, photo_files):
+    plain = handlers.analyse(str(photo_files["astronaut"]), None, False)
+    blurred = handlers.analyse(str(photo_files["astronaut"]), None, True)
+    forehead = (slice(70, 95), slice(195, 255))  # inside the face box, above the landmarks
+    for index in (0, 1):
+        assert roughness(blurred[index][forehead]) < 0.25 * roughness(plain[index][forehead])
+        assert np.array_equal(blurred[index][400:, :100], plain[index][400:, :100])
+
+
+def test_a_file_that_is_not_an_image_gets_a_clear_message(handlers, workdir):
+    fake = workdir / "notes.jpg"
+    fake.write_text("these are not pixels")
+    with pytest.raises(gr.Error, match="Not an image format we can read"):
+        handlers.analyse(str(fake), None, False)
+
+
+def test_a_truncated_image_gets_a_clear_message(handlers, workdir, photo_files):
+    data = photo_files["astronaut"].read_bytes()
+    cut = workdir / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(gr.Error, match="damaged or incomplete"):
+        handlers.analyse(str(cut), None, False)
+
+
+def test_a_file_over_the_size_limit_gets_a_clear_message(handlers, face_demo, workdir):
+    big = workdir / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(face_demo.config.max_image_bytes))
+    with pytest.raises(gr.Error, match=r"The file is [0-9.]+ MB; the limit is [0-9.]+ MB"):
+        handlers.analyse(str(big), None, False)
+
+
+def test_a_photo_without_faces_says_so_and_warns(handlers, photo_files):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detection, recognition, rows, summary, _ = handlers.analyse(str(photo_files["blank"]), None, False)
+    assert rows == []
+    assert summary.startswith("**No face found.**")
+    assert any("No face found" in str(w.message) for w in caught)
+    assert detection.shape == (300, 300, 3)
+
+
+def test_analyse_without_a_photo_asks_for_one(handlers):
+    with pytest.raises(gr.Error, match="add a photo"):
+        handlers.analyse(None, None, False)
+
+
+def test_bad_uploads_leave_stored_data_untouched(handlers, workdir, enrolled):
+    subject_id, token = enrolled
+    before = handlers.describe(subject_id, token)
+    fake = workdir / "bad.png"
+    fake.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    for call in (lambda: handlers.analyse(str(fake), None, False), lambda: handlers.api_recognize(str(fake))):
+        with pytest.raises(gr.Error):
+            call()
+    assert handlers.describe(subject_id, token) == before
+
+
+# ---------------------------------------------------------------------------------- Enrol
+
+
+def test_enrol_returns_verdicts_receipt_subject_id_and_token_and_clears_the_photos(handlers, photo_files):
+    rows, receipt, subject_id, token, photos = handlers.enroll("Grace Hopper", [str(photo_files["grace_hopper"])], True)
+    try:
+        assert rows == [[1, "grace_hopper.png", "yes", "accepted"]]
+        assert subject_id in receipt and "shown only this once" in receipt
+        assert len(token) >= 20
+        assert photos is None
+        assert subject_id in enrolled_ids(handlers)
+    finally:
+        handlers.forget(subject_id, token)
+
+
+def test_enrol_gives_a_reason_for_each_rejected_photo(handlers, photo_files):
+    photos = [str(photo_files["blank"]), str(photo_files["grace_hopper"])]
+    rows, _, subject_id, token, _ = handlers.enroll("Grace Hopper", photos, True)
+    handlers.forget(subject_id, token)
+    assert [row[:3] for row in rows] == [[1, "blank.png", "no"], [2, "grace_hopper.png", "yes"]]
+    assert rows[0][3] == "no face found"
+
+
+def test_enrol_without_consent_is_refused_and_stores_nothing(handlers, photo_files):
+    before = enrolled_ids(handlers)
+    with pytest.raises(gr.Error, match="consent"):
+        handlers.enroll("Grace Hopper", [str(photo_files["grace_hopper"])], False)
+    assert enrolled_ids(handlers) == before
+
+
+def test_enrol_with_no_usable_photo_is_refused_with_the_reasons(handlers, photo_files):
+    before = enrolled_ids(handlers)
+    with pytest.raises(gr.Error, match="photo 1: no face found"):
+        handlers.enroll("Nobody", [str(photo_files["blank"])], True)
+    assert enrolled_ids(handlers) == before
+
+
+def test_enrol_reports_progress_photo_by_photo(handlers, photo_files):
+    calls = []
+
+    def progress(value, desc=None, unit=None):
+        calls.append(value)
+
+    photos = [str(photo_files["grace_hopper"]), str(photo_files["astronaut"])]
+    _, _, subject_id, token, _ = handlers.enroll("Two Photos", photos, True, progress=progress)
+    handlers.forget(subject_id, token)
+    assert calls[0] == (0, 2) and calls[-1] == (2, 2)
+
+
+def test_enrol_deletes_uploaded_photos_but_never_files_outside_the_upload_folder(handlers, photo_files):
+    handlers.upload_dir.mkdir(parents=True, exist_ok=True)
+    uploaded = handlers.upload_dir / "upload.png"
+    uploaded.write_bytes(photo_files["grace_hopper"].read_bytes())
+    _, _, subject_id, token, _ = handlers.enroll("Grace Hopper", [str(uploaded), str(photo_files["grace_hopper"])], True)
+    handlers.forget(subject_id, token)
+    assert not uploaded.exists()
+    assert photo_files["grace_hopper"].exists()
+
+
+# -------------------------------------------------------------------------------- My data
+
+
+def test_describe_shows_counts_dates_key_id_and_sizes_without_the_name(handlers, enrolled):
+    subject_id, token = enrolled
+    stored = handlers.describe(subject_id, token)
+    assert stored["subject_id"] == subject_id
+    assert stored["key_id"] and stored["created"] and stored["expires"]
+    assert all(t["count"] == 1 and t["ciphertext_bytes"] > 0 for t in stored["templates"].values())
+    assert "Eileen" not in json.dumps(stored)
+
+
+def test_describe_with_a_wrong_token_is_refused(handlers, enrolled):
+    subject_id, _ = enrolled
+    with pytest.raises(gr.Error, match="wrong token"):
+        handlers.describe(subject_id, "not-the-token")
+
+
+def test_an_empty_subject_id_or_token_is_asked_for(handlers):
+    with pytest.raises(gr.Error, match="subject id"):
+        handlers.describe("  ", "token")
+    with pytest.raises(gr.Error, match="deletion token"):
+        handlers.forget("someone", "")
+
+
+def test_ids_and_tokens_pasted_with_spaces_are_accepted(handlers, enrolled):
+    subject_id, token = enrolled
+    assert handlers.describe(f" {subject_id}\n", f"{token} ")["subject_id"] == subject_id
+
+
+def test_export_file_is_the_subjects_json_and_disappears_after_its_lifetime(handlers, enrolled, monkeypatch):
+    subject_id, token = enrolled
+    monkeypatch.setattr(ui, "EXPORT_LIFETIME_S", 0.5)
+    path = Path(handlers.export_file(subject_id, token))
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["subject_id"] == subject_id and data["name"] == "Eileen Collins"
+    assert set(data) == {"subject_id", "name", "created", "expires", "consent", "templates"}  # no photos
+    deadline = time.monotonic() + 10
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not path.exists()
+
+
+def test_forget_returns_the_receipt_and_the_person_is_unknown_afterwards(handlers, photo_files, enrolled):
+    subject_id, token = enrolled
+    receipt = handlers.forget(subject_id, token)
+    assert receipt["subject_id"] == subject_id
+    assert receipt["key_destroyed"] is True
+    assert receipt["probe"]["matched_subject"] is False
+    _, _, rows, _, _ = handlers.analyse(str(photo_files["astronaut"]), None, False)
+    assert rows[0][3] == "Unknown"
+    with pytest.raises(gr.Error, match="Unknown subject id"):
+        handlers.describe(subject_id, token)
+
+
+def test_operator_lists_everyone_and_deletes_anyone(handlers, enrolled):
+    subject_id, _ = enrolled
+    listing = handlers.list_subjects(ADMIN_TOKEN)
+    assert [subject_id, "Eileen Collins"] in [row[:2] for row in listing]
+    receipt = handlers.forget(subject_id, ADMIN_TOKEN)
+    assert receipt["authorised_by"] == "operator"
+    assert subject_id not in enrolled_ids(handlers)
+
+
+def test_listing_without_the_admin_token_is_refused(handlers):
+    with pytest.raises(gr.Error, match="admin token"):
+        handlers.list_subjects("guess-guess-guess-guess")
+
+
+# --------------------------------------------------------------------------- How it works
+
+
+def test_audit_status_says_the_log_verifies(handlers):
+    assert handlers.audit_status().startswith("✅ **The audit log verifies**")
+
+
+def test_the_page_builds_with_every_tab(handlers, examples):
+    page = ui.build(handlers, list(examples.values()))
+    tabs = [block.label for block in page.blocks.values() if isinstance(block, gr.Tab)]
+    assert tabs == ["Detect vs Recognize", "Enrol", "My data", "How it works"]
+
+
+# ------------------------------------------------------------------------------------ API
+
+
+def test_api_results_are_json_ready(handlers, photo_files, enrolled):
+    subject_id, token = enrolled
+    for result in (
+        handlers.api_detect(str(photo_files["astronaut"])),
+        handlers.api_recognize(str(photo_files["astronaut"]), None),
+        handlers.export(subject_id, token),
+    ):
+        assert json.loads(json.dumps(result, allow_nan=False)) == result
+
+
+def test_api_recognize_labels_each_face_with_a_name_or_unknown(handlers, examples, enrolled):
+    faces = handlers.api_recognize(str(examples["group"]), None)["faces"]
+    assert [(f["face"], f["label"], f["identity"]) for f in faces] == [
+        (1, "Eileen Collins", "Eileen Collins"), (2, "Unknown", None)
+    ]
