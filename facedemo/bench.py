@@ -61,7 +61,50 @@ def synthetic_gallery(subjects: int, dim: int = 128, per_subject: int = 1, seed:
     return Gallery(ids, ids, templates, owner)
 
 
-def run(pipeline, repeat: int = 5) -> dict:
+def vault_figures(sizes: tuple[int, ...] = (1000, 10000), templates_per_subject: int = 3) -> dict:
+    """Enrol latency, gallery load (open + decrypt + stack) and identify time for vaults of each size.
+
+    Templates are random unit vectors (the vault stores vectors; no model is needed).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from privacy.keys import generate_master_key
+    from privacy.vault import Vault
+
+    key = generate_master_key()
+    rng = np.random.default_rng(3)
+    model_id = "sface_2021dec"
+    figures = {}
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            vault = Vault.open(Path(tmp), master_key=key)
+            latencies = []
+            for i in range(size):
+                templates = rng.normal(size=(templates_per_subject, 128)).astype(np.float32)
+                templates /= np.linalg.norm(templates, axis=1, keepdims=True)
+                start = time.perf_counter()
+                vault.enroll(f"Person {i}", {model_id: templates}, "bench", True)
+                latencies.append((time.perf_counter() - start) * 1000.0)
+            vault.close()
+            start = time.perf_counter()
+            vault = Vault.open(Path(tmp), master_key=key)
+            gallery = Gallery.from_subjects(vault.subjects(model_id))
+            load_ms = (time.perf_counter() - start) * 1000.0
+            probes = synthetic_gallery(8, seed=4).templates
+            identify = _median_ms(lambda: decide(nearest(probes, gallery, "cosine"), 0.56), 10)
+            vault.close()
+        figures[str(size)] = {
+            "enroll_ms_median": round(statistics.median(latencies), 2),
+            "enroll_ms_p95": round(float(np.percentile(latencies, 95)), 2),
+            "gallery_load_ms": round(load_ms, 1),
+            "identify_ms_8_faces": identify,
+        }
+    figures["templates_per_subject"] = templates_per_subject
+    return figures
+
+
+def run(pipeline, repeat: int = 5, vault: bool = True) -> dict:
     """All benchmark figures as one JSON-able dict (milliseconds unless a key says otherwise)."""
     import torch
     from facenet_pytorch import MTCNN
@@ -110,4 +153,6 @@ def run(pipeline, repeat: int = 5) -> dict:
             lambda: decide(nearest(probes, big, spec.metric), pipeline.threshold), repeat * 2
         )
     result["identify_probes"] = len(probes)
+    if vault:
+        result["vault"] = vault_figures()
     return result
