@@ -1,8 +1,10 @@
 """The app's one entry to the pipeline and the encrypted vault: analyse, enrol, describe, export, forget."""
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Callable, Sequence
 
 import numpy as np
@@ -12,7 +14,10 @@ from facedemo.detection import Face
 from facedemo.images import ImageError, ImageSource, load
 from facedemo.pipeline import Analysis, Pipeline
 from facedemo.recognition import MODELS, Gallery, ModelUnavailable, decide, model_spec, nearest
+from privacy import VaultError
 from privacy.vault import Vault
+
+logger = logging.getLogger(__name__)
 
 CONSENT_VERSION = "2026-11-v1"
 CONSENT_TEXT = (
@@ -81,7 +86,13 @@ def sharpness(chip: np.ndarray) -> float:
 class FaceDemo:
     """Pipeline (models loaded once) + encrypted vault, behind the operations the UI and CLI offer."""
 
-    def __init__(self, config: Config | None = None, pipeline: Pipeline | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        pipeline: Pipeline | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        """`clock` (timezone-aware now) is for tests of retention; by default the system clock."""
         self.config = config or Config.from_env()
         self.pipeline = pipeline or Pipeline(self.config)
         self.vault = Vault.open(
@@ -89,9 +100,12 @@ class FaceDemo:
             master_key=self.config.master_key,
             admin_token=self.config.admin_token,
             retention_days=self.config.retention_days,
+            clock=clock,
         )
         self._galleries: dict[str, tuple[int, Gallery]] = {}
         self._gallery_lock = threading.Lock()
+        self._purge_stop = threading.Event()
+        self._purge_thread: threading.Thread | None = None
 
     @property
     def dev_mode(self) -> bool:
@@ -232,7 +246,27 @@ class FaceDemo:
         return self.vault.list_subjects(admin_token)
 
     def purge_expired(self) -> list[str]:
+        """Erase every subject past its retention date now; their ids."""
         return self.vault.purge_expired()
+
+    def start_retention_timer(self, every_s: float = 3600.0) -> None:
+        """Purge expired subjects every `every_s` seconds in a daemon thread until `close`.
+
+        The vault also purges when it opens; the timer covers an app that runs for months.
+        """
+        if self._purge_thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._purge_stop.wait(every_s):
+                try:
+                    self.purge_expired()
+                except VaultError as exc:
+                    # Keep the timer alive: the next round may succeed (e.g. a locked database).
+                    logger.warning("retention purge failed: %s", exc)
+
+        self._purge_thread = threading.Thread(target=loop, name="retention-purge", daemon=True)
+        self._purge_thread.start()
 
     def audit_verify(self) -> dict:
         report = self.vault.audit_verify()
@@ -240,4 +274,7 @@ class FaceDemo:
                 "reason": report.reason}
 
     def close(self) -> None:
+        self._purge_stop.set()
+        if self._purge_thread is not None:
+            self._purge_thread.join(timeout=5)
         self.vault.close()

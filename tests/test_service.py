@@ -88,3 +88,20 @@ def test_unusable_names_are_refused(name):
 @pytest.mark.parametrize("name", ["Eileen Collins", "Zoë Ó Briain", "李小龍", "Анна-Мария"])
 def test_names_in_any_script_are_accepted(name):
     assert validate_name(name) == name
+
+
+def test_retention_timer_purges_expired_subjects(tmp_path, pipeline, astronaut):
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    now = [datetime.now(timezone.utc)]
+    config = Config(data_dir=tmp_path, master_key=generate_master_key(), retention_days=1)
+    demo = FaceDemo(config, pipeline=pipeline, clock=lambda: now[0])
+    demo.enroll("Eileen Collins", [astronaut], consent=True)
+    demo.start_retention_timer(every_s=0.05)
+    now[0] += timedelta(days=2)
+    deadline = time.monotonic() + 5
+    while len(demo.gallery()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(demo.gallery()) == 0
+    demo.close()
