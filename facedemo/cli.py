@@ -171,13 +171,30 @@ def cmd_evaluate(args, config: Config) -> int:
 
     pipeline = _pipeline(config)
     models = args.models.split(",") if args.models else None
+    if args.baseline and models is None:
+        # The baseline is shown beside every pretrained CNN whose weights are installed, the active one first.
+        from facedemo.recognition import MODELS, ModelUnavailable
+        from models.weights import WeightsError
+
+        models = [pipeline.model_id]
+        for model_id in MODELS:
+            if model_id == pipeline.model_id:
+                continue
+            try:
+                pipeline.embedder(model_id)
+            except (ModelUnavailable, WeightsError):
+                continue  # its weights are not installed here: nothing to compare with
+            models.append(model_id)
     report, curves = evaluate(pipeline, args.dataset, models, unknowns=args.unknowns)
+    if args.baseline:
+        from facedemo.baseline import evaluate_seed_cnn
+
+        report["baseline"] = evaluate_seed_cnn(pipeline, args.dataset)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
     if args.plot:
         plot(curves, args.plot)
-    v, i = report["verification"], report["identification"]
     print(f"{report['identities']} identities, {report['images']} images, {report['faces_found']} faces found")
     for model_id, r in report["models"].items():
         v, i = r["verification"], r["identification"]
@@ -190,6 +207,16 @@ def cmd_evaluate(args, config: Config) -> int:
         if "open_set" in r:
             o = r["open_set"]
             print(f"  unknowns: {o['unknown_accepted']}/{o['unknown_probes']} wrongly accepted")
+    if args.baseline:
+        b = report["baseline"]
+        test_loss = "n/a" if b["test_loss"] is None else f"{b['test_loss']:.3f}"
+        print(
+            f"{b['model']} (trained from scratch on {b['train_images']} enrolment photos, {b['epochs']} epochs): "
+            f"train loss {b['final_train_loss']:.3f}, test loss {test_loss} (nats); "
+            f"identification top-1 {b['top1']}/{b['probes']}"
+        )
+        top1 = [f"{m} {r['identification']['top1']}/{r['identification']['probes']}" for m, r in report["models"].items()]
+        print(f"top-1 on the same probes: {', '.join(top1)}; {b['model']} {b['top1']}/{b['probes']}")
     return 0
 
 
@@ -251,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write ROC and distance histograms to this PNG")
     p.add_argument("--models", help="comma-separated model ids (default: the active model)")
     p.add_argument("--unknowns", help="person-per-folder photos of people who are not enrolled")
+    p.add_argument("--baseline", choices=["seed-cnn"],
+                   help="also train the seed article's small CNN from scratch on the enrolment photos and "
+                        "report its loss and top-1 beside the pretrained CNNs'")
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser("bench", help="speed benchmark (medians, milliseconds)")

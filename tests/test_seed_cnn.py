@@ -1,0 +1,83 @@
+"""The seed article's CNN: its shape, training from scratch, and the baseline it gives in `evaluate`."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facedemo.baseline import evaluate_seed_cnn
+from models.seed_cnn import SeedCNN, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _two_class_set() -> tuple[np.ndarray, np.ndarray]:
+    """8 noisy 64 x 64 x 3 uint8 chips: 4 dark (class 0), 4 bright (class 1)."""
+    rng = np.random.default_rng(0)
+    chips = rng.integers(0, 60, size=(8, 64, 64, 3)).astype(np.uint8)
+    chips[4:] += 150
+    return chips, np.array([0, 0, 0, 0, 1, 1, 1, 1])
+
+
+def test_output_is_one_logit_per_class_for_each_chip():
+    assert SeedCNN(n_classes=5)(torch.rand(3, 3, 64, 64)).shape == (3, 5)
+
+
+def test_training_reduces_the_loss_on_a_tiny_synthetic_set():
+    chips, labels = _two_class_set()
+    losses = train(chips, labels, 2, epochs=5, batch_size=4).epoch_losses
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_training_is_deterministic_under_the_seed():
+    chips, labels = _two_class_set()
+    a = train(chips, labels, 2, epochs=2, batch_size=4, seed=3)
+    b = train(chips, labels, 2, epochs=2, batch_size=4, seed=3)
+    assert a.epoch_losses == b.epoch_losses
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_baseline_on_faces_pd_reports_every_key(pipeline, faces_pd):
+    report = evaluate_seed_cnn(pipeline, faces_pd)
+    assert set(report) == {"model", "train_images", "probes", "epochs", "final_train_loss", "test_loss",
+                           "top1", "top1_accuracy"}
+    assert report["model"] == "seed_cnn" and report["train_images"] == 8 and report["probes"] == 7
+    assert 0 <= report["top1"] <= report["probes"]
+    assert report["top1_accuracy"] == report["top1"] / report["probes"]
+    assert report["final_train_loss"] >= 0 and report["test_loss"] >= 0
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, astronaut, grace_hopper):
+    """`evaluate --baseline seed-cnn --json` on two people, each a photo and its mirror image (the probe)."""
+    root = tmp_path_factory.mktemp("pair")
+    for name, photo in (("collins", astronaut), ("hopper", grace_hopper)):
+        (root / name).mkdir()
+        Image.fromarray(photo).save(root / name / "1.png")
+        Image.fromarray(np.ascontiguousarray(photo[:, ::-1])).save(root / name / "2.png")
+    out = root / "_report" / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "facedemo", "evaluate", str(root), "--baseline", "seed-cnn", "--json", str(out)],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout, json.loads(out.read_text())
+
+
+def test_cli_baseline_flag_prints_the_baseline_line(cli_run):
+    stdout, _ = cli_run
+    line = next(line for line in stdout.splitlines() if line.startswith("seed_cnn"))
+    assert "train loss" in line and "test loss" in line and "top-1" in line and "/2" in line
+    assert "top-1 on the same probes:" in stdout
+
+
+def test_cli_baseline_flag_adds_the_baseline_to_the_json_report(cli_run):
+    _, report = cli_run
+    assert report["baseline"]["model"] == "seed_cnn"
+    assert report["baseline"]["probes"] == report["identification"]["probes"] == 2
