@@ -63,6 +63,11 @@ class Shown:
     analysis: Analysis
 
 
+def _refusal(message: str) -> gr.Error:
+    """The message shown in the page; a refusal is expected, so the server log gets no stack trace for it."""
+    return gr.Error(message, print_exception=False)
+
+
 def _for_people(message: str) -> str:
     message = message.strip()
     return message[:1].upper() + message[1:]
@@ -76,7 +81,7 @@ def _user_errors(handler: Callable) -> Callable:
         try:
             return handler(*args, **kwargs)
         except USER_ERRORS as exc:
-            raise gr.Error(_for_people(str(exc))) from None
+            raise _refusal(_for_people(str(exc))) from None
 
     return wrapper
 
@@ -85,7 +90,7 @@ def _required(value: str | None, what: str) -> str:
     # Copied ids and tokens often carry a stray space or line break.
     text = (value or "").strip()
     if not text:
-        raise gr.Error(f"Please enter {what}.")
+        raise _refusal(f"Please enter {what}.")
     return text
 
 
@@ -123,7 +128,7 @@ class Handlers:
         threshold: in the active model's distance unit; None means the model's default.
         """
         if photo is None:
-            raise gr.Error("Please add a photo first: upload a file, use the webcam or paste from the clipboard.")
+            raise _refusal("Please add a photo first: upload a file, use the webcam or paste from the clipboard.")
         image = self.demo.load_image(photo)
         # The session keeps only a display-sized copy: a 40-megapixel upload would otherwise sit in memory.
         shown = Shown(render.fit(image), self.demo.analyse(image, threshold))
@@ -290,11 +295,11 @@ class Handlers:
         try:
             report = self.demo.audit_verify()
         except VaultError as exc:
-            return f"❌ The audit log cannot be checked: {exc}"
+            return f"**Audit log verifies: cannot tell.** {_for_people(str(exc))}"
         if report["ok"]:
-            return f"✅ **The audit log verifies**: {report['entries']} entries, none edited or removed."
+            return f"**Audit log verifies: yes.** {report['entries']} entries, none edited or removed."
         return (
-            f"❌ **The audit log does not verify**: entry {report['first_broken']} or one after it was "
+            f"**Audit log verifies: NO.** Entry {report['first_broken']} or one after it was "
             f"edited or removed ({report.get('reason') or 'chain broken'})."
         )
 
@@ -347,7 +352,7 @@ class Handlers:
 
 def _required_photo(photo: str | None) -> str:
     if photo is None:
-        raise gr.Error("Please send a photo.")
+        raise _refusal("Please send a photo.")
     return photo
 
 
@@ -444,8 +449,9 @@ def _how_it_works(demo: FaceDemo) -> str:
 
 ### Privacy notice
 - **What is stored**: for each person who enrolled with consent, their name and one template per accepted photo
-  and model, the consent record (text version `{CONSENT_VERSION}`), and dates. **Photos are never stored**:
-  they are read in memory, and uploaded enrolment photos are deleted as soon as they are enrolled.
+  and model, the consent record (text version `{CONSENT_VERSION}`), and dates. **Photos are never stored** with
+  your data: enrolment photos are deleted from the upload folder as soon as they are enrolled, and photos
+  uploaded for analysis leave the app's temporary folder within about 25 minutes.
 - **Encryption**: every person has their own random 256-bit key (AES-256-GCM) that encrypts their name and
   templates; that key is stored only wrapped by the master key. {key_line}
 - **Retention**: enrolments are deleted automatically {retention} days after enrolment.
@@ -496,7 +502,7 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
                     )
                     go = gr.Button("Detect and recognize", variant="primary", elem_id="analyse")
                     gallery = gr.Examples(
-                        [[str(p)] for p in examples], inputs=[photo], api_visibility="private",
+                        [[str(p)] for p in examples], inputs=[photo], api_visibility="private", elem_id="examples",
                         label="Examples (public-domain photos shipped with scikit-image and matplotlib): click one",
                     ) if examples else None
             with gr.Row():
@@ -510,7 +516,8 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
                 )
             summary = gr.Markdown(elem_id="summary")
             table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="faces-table", label="Faces")
-            shown = gr.State(None)
+            # Per browser session; dropped after 15 minutes so that photos and names do not linger in memory.
+            shown = gr.State(None, time_to_live=900)
             outputs = [detection_image, recognition_image, table, summary, shown]
             go.click(h.analyse, [photo, threshold, blur], outputs, **MODEL_EVENTS, **UI_ONLY)
             for control in (threshold, blur):
@@ -583,7 +590,7 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
                 audit = gr.Markdown(elem_id="audit")
                 audit_go = gr.Button("Verify the audit log again", elem_id="audit-button")
             audit_go.click(h.audit_status, None, audit, **UI_ONLY)
-            with gr.Accordion("Model card", open=False):
+            with gr.Accordion("Model card", open=True):
                 gr.Markdown(_model_card())
         page.load(h.audit_status, None, audit, **UI_ONLY)
     return page

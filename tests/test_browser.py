@@ -1,0 +1,182 @@
+"""The page in a real browser (Debian's chromium driven by Playwright) against `python app.py`.
+
+With FACEDEMO_SCREENSHOTS=DIR set, each tab is also saved as DIR/<tab>.png (the README's pictures).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from playwright.sync_api import expect
+
+from facedemo import ui
+from tests.app_server import running_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no DNS lookups: everything is local
+]
+# Long enough for a model call on 2 busy cores; a healthy run needs a fraction of it.
+WAIT_MS = 60_000
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("browser-app")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    expect.set_options(timeout=WAIT_MS)
+    page.goto(app.url)
+    page.wait_for_selector("#analyse")
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory) -> dict[str, str]:
+    return {p.stem: str(p) for p in ui.write_examples(tmp_path_factory.mktemp("examples"))}
+
+
+def snapshot(page, name: str) -> None:
+    folder = os.environ.get("FACEDEMO_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def fill(page, elem_id: str, text: str) -> None:
+    page.locator(f"#{elem_id}").get_by_role("textbox").fill(text)
+
+
+def table_rows(page, elem_id: str = "faces-table") -> list[list[str]]:
+    """The cells of a gr.Dataframe as text. (Its <table> only measures; the rows shown are ARIA grid rows.)"""
+    rows = page.locator(f"#{elem_id} [role=row][data-index]")
+    return [[c.strip() for c in rows.nth(i).locator("[role=gridcell]").all_text_contents()] for i in range(rows.count())]
+
+
+def wait_for_faces(page, count: int) -> list[list[str]]:
+    """Wait until the summary and the table show `count` faces; the table's rows."""
+    expect(page.locator("#summary")).to_contain_text(f"{count} face{'s' if count != 1 else ''} found")
+    expect(page.locator("#faces-table [role=row][data-index]")).to_have_count(count)
+    return table_rows(page)
+
+
+def analyse(page, photo: str, faces: int) -> list[list[str]]:
+    """Upload `photo`, click the button and wait for the table of its `faces` faces; the rows."""
+    page.locator("#photo input[type=file]").set_input_files(photo)
+    page.wait_for_selector("#photo img")
+    page.click("#analyse")
+    return wait_for_faces(page, faces)
+
+
+def test_upload_a_photo_click_and_read_the_table(page, examples):
+    rows = analyse(page, examples["astronaut"], faces=1)
+    assert rows[0][0] == "1" and rows[0][2] == "1.000" and rows[0][3] == "Unknown"
+    assert page.locator("#detection-image img").is_visible()
+    assert page.locator("#recognition-image img").is_visible()
+    assert "1 face found" in page.locator("#summary").inner_text()
+
+
+def test_clicking_the_group_example_shows_both_faces(page):
+    page.locator("#examples button").filter(has=page.locator("img[src*='group']")).click()
+    assert [row[0] for row in wait_for_faces(page, 2)] == ["1", "2"]
+
+
+def test_moving_the_threshold_re_decides_in_the_page(page, app, examples):
+    client = Client(app.url, verbose=False)
+    receipt = client.predict("Grace Hopper", [handle_file(examples["grace_hopper"])], True, api_name="/enroll")
+    try:
+        analyse(page, examples["grace_hopper"], faces=1)
+        identity = page.locator("#faces-table [role=gridcell][data-col='3']")
+        expect(identity).to_have_text(["Grace Hopper"])
+        threshold = page.locator("#threshold input[type=number]")
+        threshold.fill("0")
+        threshold.press("Enter")
+        expect(identity).to_have_text(["Unknown"])
+        expect(page.locator("#summary")).to_contain_text("at threshold 0.00")
+    finally:
+        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+
+
+def test_a_file_that_is_not_an_image_shows_a_clear_message_and_no_stack_trace(page, tmp_path):
+    fake = tmp_path / "holiday.png"
+    fake.write_bytes(b"these are not pixels")
+    page.locator("#photo input[type=file]").set_input_files(str(fake))
+    page.wait_for_selector("#photo img")  # uploaded (the browser cannot draw it)
+    page.click("#analyse")
+    page.get_by_text("Not an image format we can read").first.wait_for()
+    assert "Traceback" not in page.content()
+
+
+def test_enrol_then_delete_through_the_page(page, examples):
+    open_tab(page, "Enrol")
+    fill(page, "enrol-name", "Eileen Collins")
+    page.locator("#enrol-photos input[type=file]").set_input_files([examples["astronaut"]])
+    page.locator("#enrol-consent input[type=checkbox]").check()
+    page.click("#enrol-button")
+    page.wait_for_function("document.querySelector('#receipt').innerText.includes('Enrolled')")
+    subject_id = page.locator("#receipt-subject").get_by_role("textbox").input_value()
+    token = page.locator("#receipt-token").get_by_role("textbox").input_value()
+    assert subject_id and len(token) >= 20
+    assert table_rows(page, "verdicts")[0][2:] == ["yes", "accepted"]
+    snapshot(page, "enrol")
+
+    open_tab(page, "Detect vs Recognize")
+    analyse(page, examples["group"], faces=2)
+    identities = page.locator("#faces-table [role=gridcell][data-col='3']")
+    expect(identities).to_have_text(["Eileen Collins", "Unknown"])
+    snapshot(page, "detect-vs-recognize")
+
+    open_tab(page, "My data")
+    fill(page, "my-subject", subject_id)
+    fill(page, "my-token", token)
+    page.click("#describe-button")
+    page.locator("#stored").get_by_text("key_id").wait_for()
+    page.click("#forget-button")
+    page.locator("#erasure").get_by_text("key_destroyed").wait_for()
+    assert "matched_subject" in page.locator("#erasure").inner_text()
+    snapshot(page, "my-data")
+
+    open_tab(page, "Detect vs Recognize")
+    page.click("#analyse")
+    expect(page.locator("#summary")).to_contain_text("nobody is enrolled")
+    expect(identities).to_have_text(["Unknown", "Unknown"])
+
+
+def test_how_it_works_says_whether_the_audit_log_verifies(page):
+    open_tab(page, "How it works")
+    expect(page.locator("#audit")).to_contain_text("Audit log verifies: yes.")
+    assert "MTCNN" in page.content()
+    snapshot(page, "how-it-works")
