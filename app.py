@@ -27,10 +27,12 @@ QUEUE_SIZE = 32
 
 
 def create(config: Config, examples_dir: Path) -> tuple[gr.Blocks, ui.Handlers]:
-    """The page with its FaceDemo: models loaded and run once, example photos written to `examples_dir`."""
+    """The page with its FaceDemo: models loaded and run once, expired enrolments purged hourly,
+    example photos written to `examples_dir`."""
     demo = FaceDemo(config)
     try:
         demo.warm_up()
+        demo.start_retention_timer()
         handlers = ui.Handlers(demo, upload_dir=Path(get_upload_folder()))
         page = ui.build(handlers, ui.write_examples(examples_dir))
     except BaseException:

@@ -23,7 +23,9 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(app) -> Client:
-    return Client(app.url, verbose=False, download_files=False)
+    client = Client(app.url, verbose=False, download_files=False)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -128,6 +128,7 @@ def test_moving_the_threshold_re_decides_in_the_page(page, app, examples):
         expect(page.locator("#summary")).to_contain_text("at threshold 0.00")
     finally:
         client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+        client.close()
 
 
 def test_a_file_that_is_not_an_image_shows_a_clear_message_and_no_stack_trace(page, tmp_path):
