@@ -1,19 +1,63 @@
 """Decode and validate an uploaded photo into one RGB uint8 array; every entry point goes through here."""
 from __future__ import annotations
 
+import functools
 import io
+import stat
+import struct
+import threading
 import warnings
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 # Pillow otherwise decodes truncated files silently with grey filling: we want an error.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+
+# The only decoders an upload may reach. Pillow would otherwise also try EPS (which runs Ghostscript
+# on the file), PSD, FITS and a dozen rare formats whose decoders see far less scrutiny.
+# JPEG includes the multi-picture JPEGs (MPO) many cameras write; AVIF is read when this Pillow
+# was built with it.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+_READABLE = "use JPEG, PNG, WebP, GIF, BMP or TIFF"
+
+# Signatures of formats we read, so that a file of a known format that fails to open is called
+# damaged rather than "not an image": the user then knows to re-export it, not to convert it.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+# ISO base media "ftyp" brands of HEIC/HEIF, the iPhone's default photo format, often renamed .jpg.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+
+# warnings.catch_warnings swaps process-wide state; serialise our use of it (only around the header
+# and EXIF parse, which take microseconds) so that concurrent requests never restore each other's filters.
+_WARNINGS_LOCK = threading.Lock()
+
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that shows the photo upright (as ImageOps.exif_transpose does).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# What Pillow raises for malformed headers, metadata and pixel data.
+_PILLOW_FAILURES = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError, struct.error,
+                    ZeroDivisionError)
 
 ImageSource = Union[bytes, bytearray, str, Path, np.ndarray, Image.Image]
 
@@ -40,7 +84,11 @@ def load(
         return _from_array(source, max_pixels)
     if isinstance(source, Image.Image):
         _check_pixels(source.width, source.height, max_pixels)
-        return _to_rgb(source)
+        try:
+            source.load()
+            return _upright(_to_rgb(source), _orientation(source))
+        except _PILLOW_FAILURES as exc:
+            raise ImageError(f"the image cannot be converted to RGB ({_short(exc)})") from None
     if isinstance(source, (str, Path)):
         data = _read_file(Path(source), max_bytes)
     elif isinstance(source, (bytes, bytearray)):
@@ -51,21 +99,43 @@ def load(
 
 
 def _read_file(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, refusing anything that is not a regular file and reading at most max_bytes + 1."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise ImageError(_too_many_bytes(size, max_bytes))
-        return path.read_bytes()
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError(f"{path.name} is a folder, not an image file")
+        if not stat.S_ISREG(mode):
+            # A FIFO would block forever and /dev/zero would never end: neither is a photo.
+            raise ImageError(f"{path.name} is not a regular file")
+        with open(path, "rb") as f:
+            # Bounded even though the size was checked: the file may grow between stat and read.
+            data = f.read(max_bytes + 1)
     except FileNotFoundError:
         raise ImageError(f"file not found: {path.name}") from None
     except IsADirectoryError:
         raise ImageError(f"{path.name} is a folder, not an image file") from None
     except PermissionError:
         raise ImageError(f"no permission to read {path.name}") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        size = max(len(data), _size_or_zero(path))
+        raise ImageError(_too_many_bytes(size, max_bytes))
+    return data
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _too_many_bytes(size: int, max_bytes: int) -> str:
-    return f"the file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB"
+    size_text, limit_text = f"{size / 2**20:.1f} MB", f"{max_bytes / 2**20:.1f} MB"
+    if size_text == limit_text:  # just over the limit: rounded, both would read the same
+        size_text, limit_text = f"{size:,} bytes", f"{max_bytes:,} bytes"
+    return f"the file is {size_text}; the limit is {limit_text}"
 
 
 def _decode(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
@@ -73,27 +143,99 @@ def _decode(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
         raise ImageError("the file is empty")
     if len(data) > max_bytes:
         raise ImageError(_too_many_bytes(len(data), max_bytes))
-    with warnings.catch_warnings():
-        # Pillow's own bomb guard warns below 2x its limit; ours is stricter and runs first.
+    if _is_heif(data):
+        raise ImageError(
+            "this is a HEIC/HEIF photo (the iPhone's format), not a format we can read; "
+            "export it as JPEG (iPhone: Settings > Camera > Formats > Most Compatible)"
+        )
+    try:
+        img = _open(data)
+        with img:
+            _check_pixels(img.width, img.height, max_pixels)
+            img.seek(0)
+            img.load()  # decodes the pixels: every error of damaged data surfaces here
+            return _upright(_to_rgb(img), _orientation(img))
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"the image has too many pixels to decode safely; the limit is {max_pixels / 1e6:.1f} MP"
+        ) from None
+    except UnidentifiedImageError:
+        known = _known_format(data)
+        if known:
+            raise ImageError(f"the {known} file is damaged or incomplete (its header cannot be read)") from None
+        raise ImageError(f"not an image format we can read ({_READABLE})") from None
+    except _PILLOW_FAILURES as exc:
+        # Pillow reports truncated and malformed files through many exception types.
+        kind = _known_format(data) or "image"
+        raise ImageError(f"the {kind} file is damaged or incomplete ({_short(exc)})") from None
+    except MemoryError:
+        raise ImageError("the image is too large to decode in memory") from None
+
+
+def _open(data: bytes) -> Image.Image:
+    """Parse the header only (no pixels are decoded), with Pillow's bomb guard raised as an error."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        _quiet_exif_warnings()  # JPEG headers are read with their EXIF block (for the resolution)
+        # Pillow only warns between 1x and 2x its own limit. Ours is usually stricter and runs next,
+        # but a warning printed to stderr would still break the CLI's one-line errors.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                _check_pixels(img.width, img.height, max_pixels)
-                img.seek(0)
-                return _to_rgb(img)
-        except ImageError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError("the image has too many pixels to decode safely") from None
-        except UnidentifiedImageError:
-            raise ImageError(
-                "not an image format we can read (use JPEG, PNG, WebP, GIF, BMP or TIFF)"
-            ) from None
-        except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
-            # Pillow reports truncated and malformed files through many exception types.
-            raise ImageError(f"the image file is damaged or incomplete ({_short(exc)})") from None
-        except MemoryError:
-            raise ImageError("the image is too large to decode in memory") from None
+            return Image.open(io.BytesIO(data), formats=_registered_formats())
+        except Image.DecompressionBombWarning as exc:
+            raise Image.DecompressionBombError(str(exc)) from None
+
+
+def _quiet_exif_warnings() -> None:
+    # Pillow warns (UserWarning) about malformed EXIF while parsing it. The pixels are fine, the
+    # photo is used as stored, and the warning would only add a stray line to the CLI's output.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1..8) of a decoded image; 1 (as stored) when absent, invalid or unreadable.
+
+    Call only after img.load(): for some formats (PNG) getexif() would otherwise decode the pixels
+    itself, and the error of a damaged file would be mistaken for an unreadable EXIF block.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        _quiet_exif_warnings()
+        try:
+            value = img.getexif().get(EXIF_ORIENTATION, 1)
+        except _PILLOW_FAILURES:
+            return 1
+    return value if isinstance(value, int) and value in _UPRIGHT else 1
+
+
+def _upright(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    if orientation not in _UPRIGHT:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).transpose(_UPRIGHT[orientation]))
+
+
+@functools.lru_cache(maxsize=1)
+def _registered_formats() -> tuple[str, ...]:
+    # Image.open raises KeyError for a format this Pillow build lacks (AVIF is optional).
+    Image.init()
+    return tuple(name for name in FORMATS if name in Image.OPEN)
+
+
+def _is_heif(data: bytes) -> bool:
+    # ISO base media file: a box size, then "ftyp" and the major brand; compatible brands follow.
+    if data[4:8] != b"ftyp":
+        return False
+    brands = {data[i : i + 4] for i in range(8, min(len(data), 64), 4)}
+    return bool(brands & _HEIF_BRANDS) and not {b"avif", b"avis"} & {data[8:12]}
+
+
+def _known_format(data: bytes) -> str | None:
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
 
 
 def _short(exc: BaseException) -> str:
@@ -112,8 +254,8 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Decode and convert to H x W x 3 uint8 RGB, as stored (orientation is applied by the caller)."""
     img.load()
-    img = ImageOps.exif_transpose(img) or img
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16- and 32-bit greyscale: scale the value range to 8 bits rather than clipping it.
@@ -122,7 +264,8 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
         grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
     if mode == "F":
-        values = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        values = np.asarray(img, dtype=np.float64)
+        values = np.where(np.isfinite(values), values, 0.0)  # NaN and infinities carry no picture
         top = 1.0 if values.max(initial=0) <= 1.0 else 255.0
         grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))

@@ -62,7 +62,7 @@ def test_first_frame_of_an_animation_is_used():
     [
         (b"", "empty"),
         (b"this is plain text, not a photo", "not an image"),
-        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 10, "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 10, "PNG file is damaged"),
     ],
 )
 def test_unreadable_bytes_give_image_error(data, words):
