@@ -119,9 +119,9 @@ class Handlers:
 
     @_user_errors
     def analyse(
-        self, photo: str | np.ndarray | None, threshold: float | None, blur: bool
+        self, photo: str | None, threshold: float | None, blur: bool
     ) -> tuple[np.ndarray, np.ndarray, list[list], str, Shown]:
-        """Detect and recognise the faces of one photo.
+        """Detect and recognise the faces of one photo (a file path).
 
         Returns the detection image, the recognition image, one table row per face (see
         TABLE_HEADERS), a summary in Markdown and the `Shown` state for later re-decisions.
@@ -311,7 +311,7 @@ class Handlers:
 
         box: x1, y1, x2, y2 and landmarks: five (x, y), in original-image pixels; score: 0..1.
         """
-        analysis = self.demo.analyse(self.demo.load_image(_required_photo(photo)))
+        analysis = self.demo.analyse(_required_photo(photo))
         return {
             "width": analysis.width,
             "height": analysis.height,
@@ -323,7 +323,7 @@ class Handlers:
     def api_recognize(self, photo: str, threshold: float | None = None) -> dict:
         """Detection and recognition: as /detect plus, per face, identity (None when unknown), label
         ("Unknown" or the name), subject_id, distance and margin (model units); model and threshold."""
-        analysis = self.demo.analyse(self.demo.load_image(_required_photo(photo)), threshold)
+        analysis = self.demo.analyse(_required_photo(photo), threshold)
         result = analysis.to_dict()
         result["faces"] = [
             {"face": n, **face, "label": _label(fa)}
