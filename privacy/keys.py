@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hmac
 import json
 import os
@@ -71,11 +72,19 @@ def write_key_file(path: Path, raw: bytes) -> None:
         raise MasterKeyError(f"{path} already exists; refusing to overwrite a master key") from None
     except OSError as exc:
         raise MasterKeyError(f"cannot create the master key file {path}: {exc.strerror}") from None
+    text = base64.urlsafe_b64encode(raw) + b"\n"
     try:
-        os.write(fd, base64.urlsafe_b64encode(raw) + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            if os.write(fd, text) != len(text):
+                raise OSError(errno.ENOSPC, "the key was only partly written")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        # A key file cut short (disk full) would be refused as malformed at every later start:
+        # remove it, so that the next start, with space freed, begins cleanly.
+        path.unlink(missing_ok=True)
+        raise MasterKeyError(f"cannot write the master key file {path}: {exc.strerror or exc}") from None
 
 
 def create_key_file(path: Path) -> bytes:

@@ -145,10 +145,14 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")  # inside: a COMMIT that fails (disk full) must not leave the transaction open
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite has already rolled back after some errors (SQLITE_FULL, SQLITE_IOERR): a second
+        # ROLLBACK would fail and hide the error that says what happened.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def checkpoint(conn: sqlite3.Connection) -> bool:

@@ -176,6 +176,10 @@ def _sqlite_message(exc: sqlite3.Error) -> str:
         return "the vault database is busy (another process is writing to it); try again"
     if "readonly" in text or "read-only" in text:
         return "the vault database is read-only: check the permissions of the data directory"
+    if "full" in text:
+        return "the disk holding the vault is full; free some space and try again"
+    if "malformed" in text or "not a database" in text:
+        return f"the vault database is corrupt ({text}); it was left as it is: restore it from a backup"
     return f"vault database error: {text}"
 
 
