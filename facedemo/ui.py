@@ -356,20 +356,24 @@ def _required_photo(photo: str | None) -> str:
     return photo
 
 
-class PhotoInput(gr.Image):
-    """gr.Image that passes the uploaded file to facedemo.images unopened.
+def photo_input(**kwargs: Any) -> gr.Image:
+    """A gr.Image that passes the uploaded file to facedemo.images unopened.
 
     gr.Image opens every upload with Pillow before the handler runs, so a file that is not an
     image fails there with a bare "Error"; unopened, it reaches `images.load`, whose message says
-    what is wrong. Drawn by the browser as a plain Image (`is_template`).
+    what is wrong. The override is set on the instance: a gr.Image subclass would make Gradio
+    write a .pyi stub next to this module at every import.
     """
+    component = gr.Image(**kwargs)
+    opened = component.preprocess
 
-    is_template = True
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
             return payload.path
-        return super().preprocess(payload)
+        return opened(payload)
+
+    component.preprocess = preprocess
+    return component
 
 
 # ----------------------------------------------------------------------------- examples
@@ -486,7 +490,7 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
         with gr.Tab("Detect vs Recognize", id="detect"):
             gr.Markdown(DIFFERENCE_NOTE)
             with gr.Row():
-                photo = PhotoInput(
+                photo = photo_input(
                     label="Photo", type="filepath", sources=["upload", "webcam", "clipboard"],
                     height=320, elem_id="photo",
                 )
@@ -599,7 +603,7 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
 def _api_endpoints(h: Handlers) -> None:
     """The named endpoints for gradio_client, on hidden components (the page has no use for them)."""
     with gr.Column(visible=False):
-        photo = PhotoInput(type="filepath", label="photo")
+        photo = photo_input(type="filepath", label="photo")
         threshold = gr.Number(None, label="threshold")
         name = gr.Textbox(label="name")
         photos = gr.File(file_count="multiple", type="filepath", label="photos")
