@@ -5,19 +5,44 @@ port are Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import gradio as gr
-from gradio.utils import get_upload_folder
+UPLOADS_IN_RAM_MIN_FREE = 512 * 1024 * 1024
 
-from facedemo import ui
-from facedemo.config import Config, ConfigError
-from facedemo.service import FaceDemo
-from privacy import VaultError
+
+def keep_uploads_in_memory() -> None:
+    """Point Gradio's upload folder at RAM-backed /dev/shm when it has room.
+
+    Gradio saves every upload to GRADIO_TEMP_DIR before a handler sees it; in RAM, photos never
+    reach a disk. Must run before gradio is imported (it reads the variable at import time).
+    An operator's own GRADIO_TEMP_DIR is kept.
+    """
+    if "GRADIO_TEMP_DIR" in os.environ:
+        return
+    shm = Path("/dev/shm")
+    try:
+        stats = os.statvfs(shm)
+        free = stats.f_bavail * stats.f_frsize
+    except OSError:
+        return
+    if free >= UPLOADS_IN_RAM_MIN_FREE and os.access(shm, os.W_OK):
+        os.environ["GRADIO_TEMP_DIR"] = str(shm / "facedemo-uploads")
+
+
+keep_uploads_in_memory()
+
+import gradio as gr  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
+
+from facedemo import ui  # noqa: E402
+from facedemo.config import Config, ConfigError  # noqa: E402
+from facedemo.service import FaceDemo  # noqa: E402
+from privacy import VaultError  # noqa: E402
 
 # Two cores: two jobs at a time lets one photo be decoded or drawn while the other is in a network
 # (the networks themselves run one call at a time); more would only queue inside the process.
