@@ -77,8 +77,10 @@ def load(
     `source` is encoded bytes, a file path, a PIL image or an array (H x W, H x W x 3 or
     H x W x 4; uint8, uint16, or float in 0..1). EXIF orientation is applied, alpha is
     composited on white, 16-bit data is scaled to 8 bits, CMYK and palettes become RGB, and
-    only the first frame of an animation is used. Size limits are checked from the header,
-    before the pixels are decoded. Raises ImageError for anything else.
+    only the first frame of an animation is used. Only the decoders in FORMATS are reached; a
+    path must name a regular file. Size limits (max_bytes of encoded data, max_pixels) are checked
+    from the file size and the header, before the pixels are decoded. Raises ImageError, with a
+    one-line message, for anything else.
     """
     if isinstance(source, np.ndarray):
         return _from_array(source, max_pixels)
