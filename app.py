@@ -41,7 +41,9 @@ from gradio.utils import get_upload_folder  # noqa: E402
 
 from facedemo import ui  # noqa: E402
 from facedemo.config import Config, ConfigError  # noqa: E402
+from facedemo.recognition import ModelUnavailable  # noqa: E402
 from facedemo.service import FaceDemo  # noqa: E402
+from models.weights import WeightsError  # noqa: E402
 from privacy import VaultError  # noqa: E402
 
 # Two cores: two jobs at a time lets one photo be decoded or drawn while the other is in a network
@@ -81,7 +83,7 @@ def main() -> int:
             finally:
                 handlers.close()
                 handlers.demo.close()
-    except (ConfigError, VaultError) as exc:
+    except (ConfigError, VaultError, WeightsError, ModelUnavailable) as exc:
         print(f"facedemo cannot start: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -38,6 +38,9 @@ UI_ONLY = {"api_visibility": "private"}
 
 # An export holds decrypted templates: its file lives only long enough to be downloaded.
 EXPORT_LIFETIME_S = 300.0
+# Gradio files uploads by content, so two visitors sending the same photo share one file: an
+# enrolment deletes its photos after this grace, long enough for a queued twin request to read it.
+UPLOAD_GRACE_S = 120.0
 
 TABLE_HEADERS = ["face", "box (x1, y1, x2, y2) px", "confidence", "identity", "distance", "margin"]
 VERDICT_HEADERS = ["photo", "file", "used", "reason"]
@@ -105,14 +108,15 @@ def _label(fa: FaceAnalysis) -> str:
 class Handlers:
     """Every event handler of the page, bound to one FaceDemo.
 
-    upload_dir: where gradio keeps uploaded files; enrolment photos found there are deleted as
-    soon as they are enrolled, because the app promises not to keep photos. Files elsewhere
-    (a test's own photos, say) are never touched.
+    upload_dir: where gradio keeps uploaded files; enrolment photos found there are deleted
+    `upload_grace_s` seconds after they are enrolled, because the app promises not to keep photos. Files
+    elsewhere (a test's own photos, say) are never touched.
     """
 
-    def __init__(self, demo: FaceDemo, upload_dir: Path | None = None) -> None:
+    def __init__(self, demo: FaceDemo, upload_dir: Path | None = None, upload_grace_s: float = UPLOAD_GRACE_S) -> None:
         self.demo = demo
         self.upload_dir = upload_dir.resolve() if upload_dir else None
+        self.upload_grace_s = upload_grace_s
         self._export_dir = Path(tempfile.mkdtemp(prefix="facedemo-export-"))
 
     # ---------------------------------------------------------------- tab "Detect vs Recognize"
@@ -245,7 +249,9 @@ class Handlers:
                 continue
             path = Path(item).resolve()
             if path.is_relative_to(self.upload_dir):
-                path.unlink(missing_ok=True)
+                timer = threading.Timer(self.upload_grace_s, path.unlink, kwargs={"missing_ok": True})
+                timer.daemon = True
+                timer.start()
 
     # ------------------------------------------------------------------------- tab "My data"
 
@@ -454,7 +460,7 @@ def _how_it_works(demo: FaceDemo) -> str:
 ### Privacy notice
 - **What is stored**: for each person who enrolled with consent, their name and one template per accepted photo
   and model, the consent record (text version `{CONSENT_VERSION}`), and dates. **Photos are never stored** with
-  your data: enrolment photos are deleted from the upload folder as soon as they are enrolled, and photos
+  your data: enrolment photos are deleted from the upload folder two minutes after enrolment, and photos
   uploaded for analysis leave the app's temporary folder within about 25 minutes.
 - **Encryption**: every person has their own random 256-bit key (AES-256-GCM) that encrypts their name and
   templates; that key is stored only wrapped by the master key. {key_line}

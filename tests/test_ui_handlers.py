@@ -240,12 +240,17 @@ def test_enrol_reports_progress_photo_by_photo(handlers, photo_files):
     assert calls[0] == (0, 2) and calls[-1] == (2, 2)
 
 
-def test_enrol_deletes_uploaded_photos_but_never_files_outside_the_upload_folder(handlers, photo_files):
+def test_enrol_deletes_uploaded_photos_after_the_grace_but_never_files_outside_the_upload_folder(
+    handlers, photo_files, monkeypatch
+):
+    monkeypatch.setattr(handlers, "upload_grace_s", 0.2)
     handlers.upload_dir.mkdir(parents=True, exist_ok=True)
     uploaded = handlers.upload_dir / "upload.png"
     uploaded.write_bytes(photo_files["grace_hopper"].read_bytes())
     _, _, subject_id, token, _ = handlers.enroll("Grace Hopper", [str(uploaded), str(photo_files["grace_hopper"])], True)
     handlers.forget(subject_id, token)
+    assert uploaded.exists()  # a queued request with the same photo may still need it
+    time.sleep(1.0)
     assert not uploaded.exists()
     assert photo_files["grace_hopper"].exists()
 
