@@ -283,6 +283,9 @@ def _from_array(array: np.ndarray, max_pixels: int) -> np.ndarray:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
         raise ImageError(f"expected an H x W, H x W x 3 or H x W x 4 image array, got shape {array.shape}")
     _check_pixels(array.shape[1], array.shape[0], max_pixels)
+    if array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3:
+        # Already what we want: no float copy (a 40 MP photo would need ~0.5 GB for it).
+        return np.ascontiguousarray(array)
     if array.dtype == np.uint8:
         pixels = array.astype(np.float32)
     elif array.dtype == np.uint16:
