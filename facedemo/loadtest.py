@@ -12,25 +12,19 @@ and the errors. A benchmark, not a test: the figures depend on the machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-ROOT = Path(__file__).resolve().parents[1]
+from facedemo.launch import running_app
+
 ADMIN_TOKEN = "operator-token-for-the-load-test"
 # The mix of operations, by weight. Each forget erases a subject this run enrolled; when none is
 # waiting, the slot enrols instead, so the run never forgets what it did not create.
@@ -189,57 +183,6 @@ def forget_remaining(url: str, workload: Workload) -> int:
     return failures
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
-@contextlib.contextmanager
-def started_app(workdir: Path, master_key: str, timeout_s: float = 300.0) -> Iterator[str]:
-    """`python app.py` on a free loopback port with its own data directory; yields its URL."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_SERVER_PORT": str(port),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "HF_HUB_OFFLINE": "1",
-        "GRADIO_TEMP_DIR": str(workdir / "gradio"),
-        "FACEDEMO_DATA_DIR": str(workdir / "data"),
-        "FACEDEMO_MASTER_KEY": master_key,
-        "FACEDEMO_ADMIN_TOKEN": ADMIN_TOKEN,
-    }
-    url = f"http://127.0.0.1:{port}/"
-    log = workdir / "app.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            started = time.perf_counter()
-            while not _answers(url):
-                if process.poll() is not None:
-                    raise RuntimeError(f"app.py exited with code {process.returncode}:\n{log.read_text()}")
-                if time.perf_counter() - started > timeout_s:
-                    raise RuntimeError(f"app.py did not answer within {timeout_s:.0f} s:\n{log.read_text()}")
-                time.sleep(0.2)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def check_vault(data_dir: Path, master_key: str, workload: Workload) -> dict:
     """Open the app's vault after the run: what is left, and whether the audit log matches the run."""
     from privacy.vault import Vault
@@ -313,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             summary, _ = load_test(args.url, photos, args.requests, args.clients)
         else:
             key = generate_master_key()
-            with started_app(workdir, key) as url:
-                summary, workload = load_test(url, photos, args.requests, args.clients)
+            with running_app(workdir, key, ADMIN_TOKEN) as app:
+                summary, workload = load_test(app.url, photos, args.requests, args.clients)
             summary["vault"] = check_vault(workdir / "data", key, workload)
     _print(summary)
     if args.json:

@@ -47,3 +47,22 @@ def pipeline():
     from facedemo.pipeline import Pipeline
 
     return Pipeline()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """The real app (`python app.py`) on loopback, one per test module."""
+    from tests.app_server import running_app
+
+    with running_app(tmp_path_factory.mktemp("app")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    """A gradio_client Client of the module's app."""
+    from gradio_client import Client
+
+    client = Client(app.url, verbose=False, download_files=False)
+    yield client
+    client.close()

@@ -10,22 +10,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from facedemo import ui
-from tests.app_server import running_app
 
 STARTUP_LIMIT_S = 15.0
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("app")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(app) -> Client:
-    client = Client(app.url, verbose=False, download_files=False)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import pytest
 from gradio_client import Client, handle_file
 
 from tests import hostile
-from tests.app_server import running_app
 from tests.hostile import MAX_FACES
 
 READABLE_SAMPLE = [
@@ -25,19 +24,6 @@ READABLE_SAMPLE = [
 SENT = [n for n in hostile.NAMES if n in READABLE_SAMPLE or n in hostile.REFUSED]
 # Gradio refuses an upload over max_file_size itself, before our loader sees it, in its own words.
 APP_MESSAGES = {"file_over_the_byte_limit": "(?i)size|large|limit"}
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("app")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(app) -> Client:
-    client = Client(app.url, verbose=False, download_files=False)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

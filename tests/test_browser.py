@@ -12,7 +12,6 @@ from gradio_client import Client, handle_file
 from playwright.sync_api import expect
 
 from facedemo import ui
-from tests.app_server import running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -30,12 +29,6 @@ WAIT_MS = 60_000
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)"
 )
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("browser-app")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
