@@ -663,12 +663,6 @@ def bmp_truncated() -> Case:
     return Case("", data[: len(data) // 2], ".bmp", error=DAMAGED)
 
 
-# Images whose short side is under 20 px once the detector has resized them (long side to 160..1600 px):
-# facedemo/detection.py then calls MTCNN with no pyramid scale and torch.cat raises ValueError.
-# Kept in the corpus, marked expected-to-fail, until detection returns [] (or pads) for them.
-DETECTION_CRASHES = ("strip_1x3000", "thin_rule_400x12")
-
-
 @_readable
 def strip_1x3000() -> Case:
     return Case("", encode(Image.new("RGB", (1, 3000), (50, 60, 70)), "PNG"), ".png", size=(1, 3000), faces=(0, 0))
@@ -685,13 +679,6 @@ def web_banner_900x90() -> Case:
     banner = np.full((90, 900, 3), 230, np.uint8)
     banner[:, :80] = 40  # a dark block at the left, like a logo
     return Case("", encode(banner, "PNG"), ".png", size=(900, 90), faces=(0, 0))
-
-
-def detection_handles(width: int, height: int) -> bool:
-    """Whether facedemo/detection.py copes with an image of this size (see DETECTION_CRASHES)."""
-    long_side, short_side = max(width, height), min(width, height)
-    scale = 1600 / long_side if long_side > 1600 else 160 / long_side if long_side < 160 else 1.0
-    return short_side * scale >= 20
 
 
 NAMES: tuple[str, ...] = tuple(_BUILDERS)

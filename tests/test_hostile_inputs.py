@@ -30,14 +30,6 @@ from tests.hostile import MAX_BYTES, MAX_FACES, MAX_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DETECTION_CRASH = pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="facedemo/detection.py: MTCNN gets no pyramid scale when the short side is under 20 px after "
-    "the detector's resize, and torch.cat raises; remove this mark once it returns [] for such images",
-)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """One intra-op thread while this module runs: on 2 shared cores, more threads spin against each other."""
@@ -47,10 +39,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def with_known_failures(names) -> list:
-    return [pytest.param(n, marks=DETECTION_CRASH) if n in hostile.DETECTION_CRASHES else n for n in names]
 
 
 def load_within_limits(data: bytes) -> np.ndarray:
@@ -130,7 +118,7 @@ def test_exif_orientation_is_read_from_a_pil_image_too():
 # ---------------------------------------------------------------------------------- pipeline
 
 
-@pytest.mark.parametrize("name", with_known_failures(hostile.NAMES))
+@pytest.mark.parametrize("name", hostile.NAMES)
 def test_each_input_ends_in_an_analysis_within_the_face_limit_or_an_image_error(name, pipeline):
     case = hostile.case(name)
     try:
@@ -225,9 +213,8 @@ def test_random_small_images_decode_to_their_size_and_are_analysed(pipeline, enc
     assert image.shape == (height, width, 3) and image.dtype == np.uint8
     if encoding in LOSSLESS_RGB:
         np.testing.assert_array_equal(image, np.asarray(source))
-    if hostile.detection_handles(width, height):  # see hostile.DETECTION_CRASHES
-        analysis = pipeline.analyse(image)
-        assert (analysis.width, analysis.height) == (width, height) and len(analysis.faces) <= MAX_FACES
+    analysis = pipeline.analyse(image)
+    assert (analysis.width, analysis.height) == (width, height) and len(analysis.faces) <= MAX_FACES
 
 
 # ------------------------------------------------------------------------------ command line
@@ -287,11 +274,9 @@ def assert_one_error_line(code: int, stderr: str, error: str | None = None) -> N
         assert re.search(error, lines[0]), lines[0]
 
 
-@pytest.mark.parametrize("name", with_known_failures(hostile.NAMES))
+@pytest.mark.parametrize("name", hostile.NAMES)
 def test_cli_detect_prints_faces_or_one_error_line_for_each_input(name, cli_results):
     case, result = hostile.case(name), cli_results[name]
-    if "Traceback" in result["stderr"] and name in hostile.DETECTION_CRASHES:
-        raise ValueError(result["stderr"].strip().splitlines()[-1])  # the known crash, for the xfail mark
     if not case.decodes:
         assert_one_error_line(result["code"], result["stderr"], case.error)
         return
