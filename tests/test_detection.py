@@ -191,15 +191,15 @@ def test_one_cascade_serves_many_threads_at_once(astronaut, grace_hopper):
 
 
 @pytest.mark.parametrize("height", [12, 13, 14, 25, 138, 139, 301])
-def test_pnet_in_strips_gives_the_same_maps_as_one_pass(height):
+@pytest.mark.parametrize("width", [12, 13, 97])
+def test_pnet_runner_in_strips_gives_facenet_pytorchs_pnet_maps(height, width):
     cascade = mtcnn.Cascade()
-    pixels = torch.randn(1, 3, height, 97, generator=torch.Generator().manual_seed(height))
+    pixels = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height * width))
     with torch.inference_mode():
-        whole = cascade.pnet(pixels)
-        strips = mtcnn._pnet_in_strips(cascade.pnet, pixels)
-    for a, b in zip(whole, strips):
-        assert a.shape == b.shape
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        offsets, probs = cascade.pnet(pixels)  # facenet-pytorch's own forward, in one pass
+        strip_offsets, face = mtcnn._pnet_in_strips(mtcnn.PNetRunner(cascade.pnet), pixels)
+    torch.testing.assert_close(strip_offsets, offsets, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(face, probs[0, 1], atol=1e-5, rtol=1e-5)
 
 
 def test_crops_read_the_photo_in_net_units_and_grey_outside_it():
