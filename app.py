@@ -42,6 +42,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 from facedemo import ui  # noqa: E402
 from facedemo.config import Config, ConfigError  # noqa: E402
 from facedemo.recognition import ModelUnavailable  # noqa: E402
+from facedemo.runtime import tune_allocator  # noqa: E402
 from facedemo.service import FaceDemo  # noqa: E402
 from models.weights import WeightsError  # noqa: E402
 from privacy import VaultError  # noqa: E402
@@ -71,6 +72,7 @@ def create(config: Config, examples_dir: Path) -> tuple[gr.Blocks, ui.Handlers]:
 
 def main() -> int:
     started = time.perf_counter()
+    tune_allocator()
     # Stopping the container (SIGTERM) takes the same clean way out as Ctrl-C: gradio closes its server.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

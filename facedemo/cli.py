@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from facedemo.runtime import tune_allocator
+
+    tune_allocator()
     from facedemo.dataset import DatasetError
     from facedemo.images import ImageError
     from facedemo.recognition import ModelUnavailable

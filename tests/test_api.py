@@ -26,3 +26,15 @@ def test_bad_input_raises_image_error():
 
     with pytest.raises(ImageError):
         facedemo.detect_faces(b"not an image")
+
+
+def test_allocator_tuning_applies_on_glibc():
+    import platform
+
+    from facedemo.runtime import tune_allocator
+
+    if platform.libc_ver()[0] != "glibc":
+        import pytest
+
+        pytest.skip("the allocator settings are glibc's")
+    assert tune_allocator() is True
