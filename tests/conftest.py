@@ -41,6 +41,17 @@ def faces_pd() -> Path:
     return FACES_PD
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread while a module runs: on 2 shared cores, more threads spin against each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def pipeline():
     """One pipeline for the whole session: models load once, as in the app."""

@@ -30,15 +30,7 @@ from tests.hostile import MAX_BYTES, MAX_FACES, MAX_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread while this module runs: on 2 shared cores, more threads spin against each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def load_within_limits(data: bytes) -> np.ndarray:
