@@ -25,3 +25,23 @@ def test_faces_pd_cross_domain_probes_are_all_identified(pipeline, faces_pd):
     assert report["identities"] == 8 and report["faces_found"] == report["images"]
     ident = report["identification"]
     assert ident["probes"] == 7 and ident["top1"] == 7 and ident["top1_open_set"] == 7
+
+
+def test_open_set_counts_strangers_accepted_and_enrolled_people_found(pipeline, tmp_path, astronaut, grace_hopper):
+    from PIL import Image
+
+    from tests.engine import augment
+
+    known, strangers = tmp_path / "known", tmp_path / "strangers"
+    for name, photos in (("collins", [astronaut, augment(astronaut)]),):
+        (known / name).mkdir(parents=True)
+        for i, photo in enumerate(photos):
+            Image.fromarray(photo).save(known / name / f"{i}.png")
+    (known / "other").mkdir()
+    Image.fromarray(np.full((200, 200, 3), 255, np.uint8)).save(known / "other" / "0.png")  # no face
+    (strangers / "hopper").mkdir(parents=True)
+    Image.fromarray(grace_hopper).save(strangers / "hopper" / "0.png")
+    report, _ = evaluate(pipeline, known, unknowns=strangers)
+    open_set = report["models"][pipeline.model_id]["open_set"]
+    assert open_set == {"unknown_probes": 1, "unknown_faces_found": 1, "unknown_accepted": 0,
+                        "known_probes": 1, "known_correct_accepted": 1}
