@@ -15,7 +15,7 @@ from facedemo.images import ImageError, ImageSource, load
 from facedemo.pipeline import Analysis, Pipeline
 from facedemo.recognition import MODELS, Gallery, ModelUnavailable, decide, model_spec, nearest
 from privacy import VaultError
-from privacy.vault import Vault
+from privacy.vault import NAME_MAX_CHARS, Vault
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ CONSENT_TEXT = (
 MIN_ENROL_SCORE = 0.95
 MIN_ENROL_FACE_PX = 40
 MIN_SHARPNESS = 15.0
-MAX_NAME_LENGTH = 100
+# Zero-width (non-)joiners are part of correct spelling in Persian and Indic scripts; every
+# other invisible or control character is refused.
+NAME_JOINERS = frozenset("\u200c\u200d")
 
 
 class EnrolmentError(ValueError):
@@ -63,11 +65,11 @@ def validate_name(name: object) -> str:
     name = " ".join(name.split())
     if not name:
         raise EnrolmentError("please give a name")
-    if len(name) > MAX_NAME_LENGTH:
-        raise EnrolmentError(f"the name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
+    if len(name) > NAME_MAX_CHARS:
+        raise EnrolmentError(f"the name is {len(name)} characters long; the limit is {NAME_MAX_CHARS}")
     if not any(ch.isalpha() for ch in name):
         raise EnrolmentError("the name must contain at least one letter")
-    if any(not ch.isprintable() for ch in name):
+    if any(not ch.isprintable() and ch not in NAME_JOINERS for ch in name):
         raise EnrolmentError("the name contains control or invisible characters")
     return name
 

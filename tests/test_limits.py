@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from facedemo.config import Config
-from facedemo.service import MAX_NAME_LENGTH, EnrolmentError, FaceDemo
+from facedemo.service import EnrolmentError, FaceDemo
 from privacy.keys import generate_master_key
+from privacy.vault import NAME_MAX_CHARS
 from tests import hostile
 
 ADMIN = "operator-token-for-limit-tests"
@@ -56,14 +57,14 @@ def test_photos_up_to_the_enrolment_limit_are_accepted(tmp_path, pipeline):
 
 
 def test_name_longer_than_the_limit_is_refused_and_nothing_is_stored(demo):
-    with pytest.raises(EnrolmentError, match=f"the limit is {MAX_NAME_LENGTH}"):
-        demo.enroll("A" * (MAX_NAME_LENGTH + 1), [hostile.astronaut()], consent=True)
+    with pytest.raises(EnrolmentError, match=f"the limit is {NAME_MAX_CHARS}"):
+        demo.enroll("A" * (NAME_MAX_CHARS + 1), [hostile.astronaut()], consent=True)
     assert stored_names(demo) == []
 
 
 def test_name_of_exactly_the_limit_is_stored_whole(demo):
-    demo.enroll("É" * MAX_NAME_LENGTH, [hostile.astronaut()], consent=True)
-    assert stored_names(demo) == ["É" * MAX_NAME_LENGTH]
+    demo.enroll("É" * NAME_MAX_CHARS, [hostile.astronaut()], consent=True)
+    assert stored_names(demo) == ["É" * NAME_MAX_CHARS]
 
 
 @pytest.mark.parametrize(
