@@ -65,12 +65,10 @@ def auc(genuine: np.ndarray, impostor: np.ndarray) -> float:
     if len(genuine) == 0 or len(impostor) == 0:
         return float("nan")
     all_scores = np.concatenate([genuine, impostor])
-    order = all_scores.argsort(kind="mergesort")
-    ranks = np.empty(len(all_scores))
-    ranks[order] = np.arange(1, len(all_scores) + 1)
-    for value in np.unique(all_scores):  # average ranks of ties
-        tied = all_scores == value
-        ranks[tied] = ranks[tied].mean()
+    # Rank 1 = smallest distance; tied scores share the mean of the ranks they span.
+    _, inverse, counts = np.unique(all_scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]
     genuine_rank_sum = ranks[: len(genuine)].sum()
     u = genuine_rank_sum - len(genuine) * (len(genuine) + 1) / 2
     return float(1.0 - u / (len(genuine) * len(impostor)))
@@ -79,11 +77,13 @@ def auc(genuine: np.ndarray, impostor: np.ndarray) -> float:
 def _verification(samples: list[_Sample], model_id: str, threshold: float) -> tuple[dict, np.ndarray, np.ndarray]:
     metric = model_spec(model_id).metric
     usable = [s for s in samples if model_id in s.embeddings]
-    genuine, impostor = [], []
-    for a, b in itertools.combinations(usable, 2):
-        d = float(distances(a.embeddings[model_id][None], b.embeddings[model_id][None], metric)[0, 0])
-        (genuine if a.identity == b.identity else impostor).append(d)
-    genuine, impostor = np.array(genuine), np.array(impostor)
+    labels = np.array([s.identity for s in usable])
+    embeddings = np.array([s.embeddings[model_id] for s in usable]).reshape(len(usable), -1)
+    table = distances(embeddings, embeddings, metric)
+    first, second = np.triu_indices(len(usable), k=1)
+    same = labels[first] == labels[second]
+    pair_distances = table[first, second].astype(np.float64)
+    genuine, impostor = pair_distances[same], pair_distances[~same]
     correct = int((genuine < threshold).sum() + (impostor >= threshold).sum())
     total = len(genuine) + len(impostor)
     tar_at_far = {}

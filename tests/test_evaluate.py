@@ -45,3 +45,11 @@ def test_open_set_counts_strangers_accepted_and_enrolled_people_found(pipeline, 
     open_set = report["models"][pipeline.model_id]["open_set"]
     assert open_set == {"unknown_probes": 1, "unknown_faces_found": 1, "unknown_accepted": 0,
                         "known_probes": 1, "known_correct_accepted": 1}
+
+
+def test_auc_equals_the_share_of_closer_genuine_pairs_counting_ties_half():
+    rng = np.random.default_rng(5)
+    genuine = rng.integers(0, 6, 40).astype(float)  # many ties on purpose
+    impostor = rng.integers(2, 9, 60).astype(float)
+    wins = (genuine[:, None] < impostor[None, :]).sum() + 0.5 * (genuine[:, None] == impostor[None, :]).sum()
+    assert auc(genuine, impostor) == pytest.approx(wins / (40 * 60))
