@@ -172,19 +172,8 @@ def cmd_evaluate(args, config: Config) -> int:
     pipeline = _pipeline(config)
     models = args.models.split(",") if args.models else None
     if args.baseline and models is None:
-        # The baseline is shown beside every pretrained CNN whose weights are installed, the active one first.
-        from facedemo.recognition import MODELS, ModelUnavailable
-        from models.weights import WeightsError
-
-        models = [pipeline.model_id]
-        for model_id in MODELS:
-            if model_id == pipeline.model_id:
-                continue
-            try:
-                pipeline.embedder(model_id)
-            except (ModelUnavailable, WeightsError):
-                continue  # its weights are not installed here: nothing to compare with
-            models.append(model_id)
+        # The baseline is shown beside every pretrained CNN installed, the active one first.
+        models = pipeline.installed_models()
     report, curves = evaluate(pipeline, args.dataset, models, unknowns=args.unknowns)
     if args.baseline:
         from facedemo.baseline import evaluate_seed_cnn

@@ -11,6 +11,7 @@ from facedemo.alignment import align
 from facedemo.config import Config
 from facedemo.detection import Detector, Face
 from facedemo.recognition import (
+    MODELS,
     Candidate,
     Decision,
     Embedder,
@@ -113,6 +114,24 @@ class Pipeline:
                 except ImportError as exc:
                     raise ModelUnavailable(f"{spec.title} cannot be loaded: {exc}") from exc
             return self._embedders[model_id]
+
+    def installed_models(self) -> list[str]:
+        """Every model whose code imports here, the active model first; each is loaded.
+
+        A model whose module cannot be imported is left out (the active one raises
+        ModelUnavailable). Weights that are missing or corrupt raise WeightsError: a broken
+        install is reported, never skipped in silence.
+        """
+        available = []
+        for model_id in [self.model_id] + [m for m in MODELS if m != self.model_id]:
+            try:
+                self.embedder(model_id)
+            except ModelUnavailable:
+                if model_id == self.model_id:
+                    raise
+                continue
+            available.append(model_id)
+        return available
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an H x W x 3 uint8 RGB image, left to right."""

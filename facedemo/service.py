@@ -13,7 +13,7 @@ from facedemo.config import Config
 from facedemo.detection import Face
 from facedemo.images import ImageError, ImageSource, load
 from facedemo.pipeline import Analysis, Pipeline
-from facedemo.recognition import MODELS, Gallery, ModelUnavailable, decide, model_spec, nearest
+from facedemo.recognition import Gallery, decide, model_spec, nearest
 from privacy import VaultError
 from privacy.vault import NAME_MAX_CHARS, Vault
 
@@ -122,18 +122,8 @@ class FaceDemo:
         return self.pipeline.threshold
 
     def installed_models(self) -> list[str]:
-        """Models whose weights load here; the active model first."""
-        ids = [self.model_id] + [m for m in MODELS if m != self.model_id]
-        available = []
-        for model_id in ids:
-            try:
-                self.pipeline.embedder(model_id)
-            except ModelUnavailable:
-                if model_id == self.model_id:
-                    raise
-                continue
-            available.append(model_id)
-        return available
+        """Models whose code loads here, the active model first (see Pipeline.installed_models)."""
+        return self.pipeline.installed_models()
 
     def warm_up(self) -> None:
         """Load the detector and every installed model and run each once, so requests are fast."""
