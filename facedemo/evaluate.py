@@ -1,7 +1,6 @@
 """Accuracy of the pipeline on a person-per-folder dataset: verification, closed- and open-set identification."""
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 

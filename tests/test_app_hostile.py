@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 
 from tests import hostile
 from tests.hostile import MAX_FACES
