@@ -6,9 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from facedemo.alignment import TEMPLATE_150, align
-from facedemo.dataset import DatasetError, read_dataset
-from facedemo.detection import primary_face
-from facedemo.images import ImageError, load
+from facedemo.dataset import DatasetError, primary_face_of, read_dataset
 from models.seed_cnn import MODEL_ID, cross_entropy, predict, train
 
 CHIP_SIZE = 64
@@ -35,12 +33,11 @@ SEED = 0
 
 def _chip(pipeline, path: Path) -> np.ndarray | None:
     """The photo's primary face as a 64 x 64 x 3 uint8 chip, or None when unreadable or faceless."""
-    try:
-        image = load(path)
-    except ImageError:
+    found = primary_face_of(pipeline, path)
+    if found is None:
         return None
-    face = primary_face(pipeline.detect(image))
-    return None if face is None else align(image, face.landmarks, TEMPLATE_64, CHIP_SIZE)
+    image, face = found
+    return align(image, face.landmarks, TEMPLATE_64, CHIP_SIZE)
 
 
 def augment(chips: np.ndarray, copies: int, rng: np.random.Generator) -> np.ndarray:

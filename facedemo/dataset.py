@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facedemo.detection import primary_face
+from facedemo.detection import Face, primary_face
 from facedemo.images import ImageError, load
-from facedemo.recognition import Gallery
+from facedemo.recognition import Gallery, Subject
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -44,11 +44,14 @@ def read_dataset(root: Path | str) -> list[Identity]:
     return identities
 
 
-@dataclass(frozen=True)
-class _FolderSubject:
-    subject_id: str
-    name: str
-    templates: np.ndarray
+def primary_face_of(pipeline, path: Path) -> tuple[np.ndarray, Face] | None:
+    """The photo (H x W x 3 uint8) and its primary face, or None when unreadable or faceless."""
+    try:
+        image = load(path)
+    except ImageError:
+        return None
+    face = primary_face(pipeline.detect(image))
+    return None if face is None else (image, face)
 
 
 def gallery_from_folder(pipeline, root: Path | str, model_id: str | None = None) -> Gallery:
@@ -58,15 +61,8 @@ def gallery_from_folder(pipeline, root: Path | str, model_id: str | None = None)
     """
     subjects = []
     for identity in read_dataset(root):
-        rows = []
-        for path in identity.photos:
-            try:
-                image = load(path)
-            except ImageError:
-                continue
-            face = primary_face(pipeline.detect(image))
-            if face is not None:
-                rows.append(pipeline.embed(image, [face], model_id)[0])
+        found = [f for f in (primary_face_of(pipeline, path) for path in identity.photos) if f is not None]
+        rows = [pipeline.embed(image, [face], model_id)[0] for image, face in found]
         if rows:
-            subjects.append(_FolderSubject(identity.name, identity.name, np.stack(rows)))
+            subjects.append(Subject(identity.name, identity.name, np.stack(rows)))
     return Gallery.from_subjects(subjects)

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facedemo.dataset import read_dataset
-from facedemo.detection import primary_face
-from facedemo.images import ImageError, load
-from facedemo.recognition import Gallery, decide, distances, model_spec, nearest
+from facedemo.dataset import primary_face_of, read_dataset
+from facedemo.recognition import Gallery, Subject, decide, distances, model_spec, nearest
 
 FARS = ("0.01", "0.001")
 
@@ -21,26 +19,17 @@ class _Sample:
     embeddings: dict[str, np.ndarray]  # model id -> D; empty when no face was found
 
 
-@dataclass(frozen=True)
-class _Subject:
-    subject_id: str
-    name: str
-    templates: np.ndarray
-
-
 def _embed_all(pipeline, root: Path, model_ids: list[str]) -> tuple[list, list[_Sample]]:
     identities = read_dataset(root)
     samples = []
     for identity in identities:
         for path in identity.photos:
-            try:
-                image = load(path)
-            except ImageError:
-                samples.append(_Sample(identity.name, path, {}))
-                continue
-            face = primary_face(pipeline.detect(image))
-            found = {} if face is None else {m: pipeline.embed(image, [face], m)[0] for m in model_ids}
-            samples.append(_Sample(identity.name, path, found))
+            found = primary_face_of(pipeline, path)
+            embeddings = {}
+            if found is not None:
+                image, face = found
+                embeddings = {m: pipeline.embed(image, [face], m)[0] for m in model_ids}
+            samples.append(_Sample(identity.name, path, embeddings))
     return identities, samples
 
 
@@ -113,7 +102,7 @@ def _gallery_and_probes(samples: list[_Sample], model_id: str) -> tuple[Gallery,
         else:
             probes.append(s)
     subjects = [
-        _Subject(name, name, s.embeddings[model_id][None])
+        Subject(name, name, s.embeddings[model_id][None])
         for name, s in first.items()
         if model_id in s.embeddings
     ]

@@ -134,6 +134,15 @@ def _finish(scores: np.ndarray, metric: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Subject:
+    """One enrolled person as a gallery entry: templates is k x D, one row per photo."""
+
+    subject_id: str
+    name: str
+    templates: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Gallery:
     """Enrolled people for one model: templates (M x D) and, per row, its subject.
 

@@ -2,17 +2,9 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageEnhance
-
-
-@dataclass(frozen=True)
-class Subject:
-    subject_id: str
-    name: str
-    templates: np.ndarray
 
 
 def augment(image: np.ndarray) -> np.ndarray:

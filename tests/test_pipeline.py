@@ -1,13 +1,13 @@
 """The whole flow: photo -> faces -> chips -> embeddings -> decisions, with the real models."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from dataclasses import replace
-
 from facedemo.config import Config
 from facedemo.pipeline import Pipeline
-from facedemo.recognition import MODELS, Gallery, distances, model_spec
-from tests.engine import Subject, augment, compose
+from facedemo.recognition import MODELS, Gallery, Subject, distances, model_spec
+from tests.engine import augment, compose
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))

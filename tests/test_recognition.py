@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from facedemo.recognition import Candidate, Gallery, decide, distances, nearest
-from tests.engine import Subject
+from facedemo.recognition import Candidate, Gallery, Subject, decide, distances, nearest
 
 
 def unit(v):
