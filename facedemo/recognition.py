@@ -28,6 +28,7 @@ class ModelSpec:
     metric: str
     default_threshold: float
     load: Callable[[], "object"] = field(repr=False)
+    # True: compare the network's unit-length output, its `embed` method (SFace), not forward().
     normalise: bool = False
 
 
@@ -103,15 +104,13 @@ class Embedder:
         if len(chips) == 0:
             return np.zeros((0, 128), dtype=np.float32)
         torch = self._torch
+        network = self._net.embed if self.spec.normalise else self._net
         out = []
         with self._lock, torch.inference_mode():
             for start in range(0, len(chips), self.batch_size):
                 batch = torch.from_numpy(chips[start : start + self.batch_size]).permute(0, 3, 1, 2).float()
-                out.append(self._net(batch).numpy())
-        embeddings = np.concatenate(out).astype(np.float32)
-        if self.spec.normalise:
-            embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-        return embeddings
+                out.append(network(batch).numpy())
+        return np.concatenate(out).astype(np.float32)
 
 
 def distances(probes: np.ndarray, templates: np.ndarray, metric: str) -> np.ndarray:
