@@ -112,10 +112,9 @@ def cmd_enroll(args, config: Config) -> int:
 
 
 def _with_vault(config: Config, action):
-    from privacy.vault import Vault
+    from facedemo.service import open_vault
 
-    vault = Vault.open(config.data_dir, master_key=config.master_key, admin_token=config.admin_token,
-                       retention_days=config.retention_days)
+    vault = open_vault(config)
     try:
         return action(vault)
     finally:

@@ -85,6 +85,17 @@ def sharpness(chip: np.ndarray) -> float:
     return float(lap.var())
 
 
+def open_vault(config: Config, clock: Callable[[], datetime] | None = None) -> Vault:
+    """The encrypted vault of `config.data_dir`, with the configured keys and retention."""
+    return Vault.open(
+        config.data_dir,
+        master_key=config.master_key,
+        admin_token=config.admin_token,
+        retention_days=config.retention_days,
+        clock=clock,
+    )
+
+
 class FaceDemo:
     """Pipeline (models loaded once) + encrypted vault, behind the operations the UI and CLI offer."""
 
@@ -97,13 +108,7 @@ class FaceDemo:
         """`clock` (timezone-aware now) is for tests of retention; by default the system clock."""
         self.config = config or Config.from_env()
         self.pipeline = pipeline or Pipeline(self.config)
-        self.vault = Vault.open(
-            self.config.data_dir,
-            master_key=self.config.master_key,
-            admin_token=self.config.admin_token,
-            retention_days=self.config.retention_days,
-            clock=clock,
-        )
+        self.vault = open_vault(self.config, clock)
         self._galleries: dict[str, tuple[int, Gallery]] = {}
         self._gallery_lock = threading.Lock()
         self._purge_stop = threading.Event()
