@@ -4,19 +4,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
-from privacy.keys import mac
+from privacy.keys import mac, random_id
 
 RECEIPT_VERSION = 1
 
 
 def issue_deletion_token() -> str:
     """A new deletion token: 43 urlsafe characters (256 random bits), shown once to the subject."""
-    return secrets.token_urlsafe(32)
+    return random_id(32)
 
 
 def token_digest(token_key: bytes, subject_id: str, token: str) -> bytes:

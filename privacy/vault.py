@@ -554,7 +554,7 @@ class Vault:
             raise VaultError("enrolment needs the person's explicit consent (consent_given=True); nothing was stored")
         consent_version = _validate_identifier(consent_text_version, "consent_text_version")
         vectors = _validate_templates(templates)
-        subject_id = secrets.token_urlsafe(16)
+        subject_id = keys.random_id(16)
         token = erasure.issue_deletion_token()
         data_key = keys.new_data_key()
         manifest: dict[str, list[str]] = {}
@@ -562,7 +562,7 @@ class Vault:
         for model_id, array in vectors.items():
             manifest[model_id] = []
             for index, vector in enumerate(array):
-                record_id = secrets.token_urlsafe(12)
+                record_id = keys.random_id(12)
                 ct = keys.seal(data_key, vector.astype("<f4").tobytes(), _aad_template(subject_id, record_id, model_id))
                 rows.append((record_id, subject_id, model_id, index, array.shape[1], ct))
                 manifest[model_id].append(record_id)
@@ -678,7 +678,7 @@ class Vault:
         """
         with self._session() as conn:
             by = self._authorise(conn, subject_id, token, "forget")
-            receipt_id = secrets.token_urlsafe(12)
+            receipt_id = keys.random_id(12)
             erased_at = self._now()
             with store.transaction(conn):
                 self._assert_key_current(conn)

@@ -250,3 +250,11 @@ def test_derived_keys_differ_by_purpose():
     secret = os.urandom(32)
     assert keys.derive_key(secret, "audit") != keys.derive_key(secret, "receipt")
     assert keys.derive_key(secret, "audit") == keys.derive_key(secret, "audit")
+
+
+def test_random_ids_never_start_with_a_dash_so_they_can_be_typed_as_arguments():
+    from privacy.keys import random_id
+
+    ids = [random_id(16) for _ in range(2000)]  # ~31 of them would start with "-" by chance
+    assert not any(i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids) and all(len(i) == 22 for i in ids)
