@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
 from facedemo.alignment import align
-from facedemo.config import Config
+from facedemo.config import Config, ConfigError
 from facedemo.detection import Detector, Face
 from facedemo.recognition import (
     MODELS,
@@ -17,6 +18,8 @@ from facedemo.recognition import (
     Embedder,
     Gallery,
     ModelUnavailable,
+    ThresholdError,
+    checked_threshold,
     decide,
     model_spec,
     nearest,
@@ -31,15 +34,19 @@ class FaceAnalysis:
     decision: Decision
     candidates: tuple[Candidate, ...] = ()
 
-    def to_dict(self) -> dict:
+    def to_dict(self, include_subject_id: bool = False) -> dict:
+        """JSON-ready. `subject_id` (the key to a person's stored data, not a result) only when
+        asked for, by callers that hold the vault themselves (the CLI); never in the web app."""
         d = self.decision
-        return {
+        data = {
             **self.face.to_dict(),
             "identity": d.identity,
-            "subject_id": d.subject_id,
             "distance": None if d.distance is None else round(d.distance, 5),
             "margin": None if d.margin is None else round(d.margin, 5),
         }
+        if include_subject_id:
+            data["subject_id"] = d.subject_id
+        return data
 
 
 @dataclass(frozen=True)
@@ -57,20 +64,33 @@ class Analysis:
     faces: tuple[FaceAnalysis, ...]
     faces_skipped: int = 0
 
-    def with_threshold(self, threshold: float) -> "Analysis":
-        """The same faces decided again at another threshold, without running any model."""
+    def with_threshold(self, threshold: object) -> "Analysis":
+        """The same faces decided again at another threshold, without running any model.
+
+        ThresholdError for a threshold that is not a number in 0..the model's ceiling.
+        """
+        threshold = checked_threshold(model_spec(self.model_id), threshold)
         decisions = decide([fa.candidates for fa in self.faces], threshold)
         faces = tuple(replace(fa, decision=d) for fa, d in zip(self.faces, decisions))
         return replace(self, threshold=threshold, faces=faces)
 
-    def to_dict(self) -> dict:
+    def restricted_to(self, subject_ids: Collection[str]) -> "Analysis":
+        """The same faces with only the candidates still enrolled (`subject_ids`), decided again:
+        after a deletion, a kept result must not name the deleted person."""
+        faces = tuple(
+            replace(fa, candidates=tuple(c for c in fa.candidates if c.subject_id in subject_ids))
+            for fa in self.faces
+        )
+        return replace(self, faces=faces).with_threshold(self.threshold)
+
+    def to_dict(self, include_subject_id: bool = False) -> dict:
         return {
             "width": self.width,
             "height": self.height,
             "model": self.model_id,
             "threshold": self.threshold,
             "faces_skipped": self.faces_skipped,
-            "faces": [fa.to_dict() for fa in self.faces],
+            "faces": [fa.to_dict(include_subject_id) for fa in self.faces],
         }
 
 
@@ -81,7 +101,12 @@ class Pipeline:
     """
 
     def __init__(self, config: Config | None = None) -> None:
+        """ConfigError when the configured threshold lies above the active model's ceiling."""
         self.config = config or Config()
+        try:
+            checked_threshold(model_spec(self.config.model), self.config.threshold)
+        except ThresholdError as exc:
+            raise ConfigError(f"FACEDEMO_THRESHOLD: {exc}") from None
         self._detector: Detector | None = None
         self._embedders: dict[str, Embedder] = {}
         self._load_lock = threading.Lock()
@@ -153,14 +178,18 @@ class Pipeline:
         gallery: Gallery | None = None,
         threshold: float | None = None,
     ) -> Analysis:
-        """Detect every face, then identify each against `gallery` (unknown when it is empty)."""
+        """Detect every face, then identify each against `gallery` (unknown when it is empty).
+
+        threshold: model distance units, 0..the model's ceiling; None: the configured one.
+        ThresholdError (before any network runs) for anything else.
+        """
+        spec = model_spec(self.model_id)
+        threshold = self.threshold if threshold is None else checked_threshold(spec, threshold)
         faces = self.detect(image)
         # Over the limit, the largest faces are the ones worth the time; the rest are counted.
         limit = self.config.max_faces
         kept = sorted(sorted(faces, key=lambda f: -f.area)[:limit], key=lambda f: (f.box[0], f.box[1]))
         skipped = len(faces) - len(kept)
-        threshold = self.threshold if threshold is None else threshold
-        spec = model_spec(self.model_id)
         gallery = gallery if gallery is not None else Gallery.empty()
         if kept and len(gallery):
             candidates = nearest(self.embed(image, kept), gallery, spec.metric)

@@ -13,12 +13,18 @@ class ModelUnavailable(RuntimeError):
     """An embedding model was asked for that is unknown or whose weights are not installed."""
 
 
+class ThresholdError(ValueError):
+    """A decision threshold that is not a number, or lies outside 0..the model's ceiling."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How to run one embedding CNN and how to compare its embeddings.
 
     Distances are always "smaller is more alike": L2 distance for dlib's ResNet,
-    1 - cosine similarity for SFace. `default_threshold` is in that same unit.
+    1 - cosine similarity for SFace. `default_threshold` and `max_threshold` are in that same unit.
+    `max_threshold` is the ceiling no caller may exceed: above it, strangers would be named as
+    enrolled people often enough to list who is enrolled (see MODEL_CARD.md, "Threshold ceiling").
     """
 
     model_id: str
@@ -27,6 +33,7 @@ class ModelSpec:
     template: np.ndarray = field(repr=False)
     metric: str
     default_threshold: float
+    max_threshold: float
     load: Callable[[], "object"] = field(repr=False)
     # True: compare the network's unit-length output, its `embed` method (SFace), not forward().
     normalise: bool = False
@@ -55,6 +62,8 @@ MODELS: dict[str, ModelSpec] = {
             metric="euclidean",
             # ~1% false accepts on a held-out cross-domain test; dlib's customary 0.6 let ~11% through.
             default_threshold=0.54,
+            # Distance at FAR 1e-3 on the calibration set's everyday photos (17,034 impostor pairs).
+            max_threshold=0.60,
             load=_load_dlib,
         ),
         ModelSpec(
@@ -65,6 +74,8 @@ MODELS: dict[str, ModelSpec] = {
             metric="cosine",
             # Cosine similarity 0.44, ~1% false accepts held out; OpenCV's own 0.363 accepted ~10%.
             default_threshold=0.56,
+            # Distance at FAR 1e-3 on the calibration set's everyday photos (17,034 impostor pairs).
+            max_threshold=0.63,
             load=_load_sface,
             normalise=True,
         ),
@@ -79,6 +90,27 @@ def model_spec(model_id: str) -> ModelSpec:
         raise ModelUnavailable(
             f"unknown model {model_id!r}; choose one of: {', '.join(sorted(MODELS))}"
         ) from None
+
+
+def checked_threshold(spec: ModelSpec, threshold: object) -> float:
+    """`threshold` as a float in 0..spec.max_threshold (model distance units); None means the default.
+
+    Raises ThresholdError with a message for people: for text, NaN, infinity, a list, or a value
+    above the ceiling, which would let strangers be named as enrolled people.
+    """
+    if threshold is None:
+        return spec.default_threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+        raise ThresholdError(f"the threshold must be a number, not {type(threshold).__name__}")
+    value = float(threshold)
+    if not np.isfinite(value):
+        raise ThresholdError("the threshold must be a finite number")
+    if not 0.0 <= value <= spec.max_threshold:
+        raise ThresholdError(
+            f"the threshold must be between 0 and {spec.max_threshold:.2f} for {spec.model_id} (got {value:g}); "
+            "above that ceiling strangers would be named as enrolled people too often"
+        )
+    return value
 
 
 class Embedder:

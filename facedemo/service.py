@@ -13,7 +13,7 @@ from facedemo.config import Config
 from facedemo.detection import Face
 from facedemo.images import ImageError, ImageSource, load
 from facedemo.pipeline import Analysis, Pipeline
-from facedemo.recognition import Gallery, decide, model_spec, nearest
+from facedemo.recognition import Gallery, checked_threshold, decide, distances, model_spec, nearest
 from privacy import VaultError
 from privacy.vault import NAME_MAX_CHARS, Vault
 
@@ -38,7 +38,12 @@ NAME_JOINERS = frozenset("\u200c\u200d")
 
 
 class EnrolmentError(ValueError):
-    """Enrolment was refused as a whole; the message says why."""
+    """Enrolment was refused as a whole; the message says why, `verdicts` (when photos were
+    checked) why each photo was or was not usable."""
+
+    def __init__(self, message: str, verdicts: Sequence["PhotoVerdict"] = ()) -> None:
+        super().__init__(message)
+        self.verdicts = tuple(verdicts)
 
 
 @dataclass(frozen=True)
@@ -152,9 +157,24 @@ class FaceDemo:
     def load_image(self, source: ImageSource) -> np.ndarray:
         return load(source, max_bytes=self.config.max_image_bytes, max_pixels=self.config.max_image_pixels)
 
-    def analyse(self, image: ImageSource, threshold: float | None = None) -> Analysis:
-        """Detection and recognition of every face against the enrolled people."""
+    def detect(self, image: ImageSource) -> Analysis:
+        """Detection only: every face's box, landmarks and confidence. The vault is not touched and no
+        face is embedded, so detection works on no biometric data (each decision is unknown)."""
+        return self.pipeline.analyse(self.load_image(image))
+
+    def analyse(self, image: ImageSource, threshold: object = None) -> Analysis:
+        """Detection and recognition of every face against the enrolled people.
+
+        threshold: model distance units, 0..the model's ceiling; None: the configured one
+        (ThresholdError otherwise, before the photo is read).
+        """
+        threshold = checked_threshold(model_spec(self.model_id), threshold) if threshold is not None else None
         return self.pipeline.analyse(self.load_image(image), self.gallery(), threshold)
+
+    def redecide(self, analysis: Analysis, threshold: object) -> Analysis:
+        """An earlier analysis decided again at `threshold` against the people enrolled now (no
+        network runs): a person deleted since is no longer named. ThresholdError as `analyse`."""
+        return analysis.restricted_to(set(self.gallery(analysis.model_id).subject_ids)).with_threshold(threshold)
 
     def _enrolment_face(self, image: np.ndarray) -> tuple[Face | None, str]:
         faces = self.pipeline.detect(image)
@@ -196,7 +216,9 @@ class FaceDemo:
         if len(photos) > self.config.max_enrol_photos:
             raise EnrolmentError(f"{len(photos)} photos given; the limit is {self.config.max_enrol_photos}")
         models = self.installed_models()
-        verdicts, rows = [], {m: [] for m in models}
+        verdicts: list[PhotoVerdict] = []
+        usable: list[int] = []  # photos with a usable face
+        rows: dict[str, list[np.ndarray]] = {m: [] for m in models}  # their embeddings, per model
         for index, photo in enumerate(photos):
             if progress:
                 progress(index, len(photos))
@@ -208,16 +230,46 @@ class FaceDemo:
             face, reason = self._enrolment_face(image)
             verdicts.append(PhotoVerdict(index, face is not None, reason))
             if face is not None:
+                usable.append(index)
                 for model_id in models:
                     rows[model_id].append(self.pipeline.embed(image, [face], model_id)[0])
         if progress:
             progress(len(photos), len(photos))
+        refused = self._other_people(usable, np.array(rows[self.model_id])) if usable else {}
+        verdicts = [PhotoVerdict(v.index, False, refused[v.index]) if v.index in refused else v for v in verdicts]
         if not any(v.accepted for v in verdicts):
             reasons = "; ".join(f"photo {v.index + 1}: {v.reason}" for v in verdicts)
-            raise EnrolmentError(f"no photo could be used ({reasons})")
-        templates = {m: np.stack(r).astype(np.float32) for m, r in rows.items()}
+            raise EnrolmentError(f"no photo could be used ({reasons})", verdicts)
+        keep = [n for n, index in enumerate(usable) if index not in refused]
+        templates = {m: np.stack(r)[keep].astype(np.float32) for m, r in rows.items()}
         receipt = self.vault.enroll(name, templates, consent_text_version=CONSENT_VERSION, consent_given=True)
         return EnrolmentOutcome(receipt, tuple(verdicts))
+
+    def _other_people(self, indices: list[int], embeddings: np.ndarray) -> dict[int, str]:
+        """Photos (index -> reason) refused because their face is not the enrolment's person.
+
+        One enrolment is one person: the reference is the photo whose face matches most of the
+        others at the active threshold; a face that does not match it is refused. When no photo
+        matches more than half of them, nobody can tell whose enrolment it is and all are refused.
+        """
+        if len(indices) < 2:
+            return {}
+        apart = distances(embeddings, embeddings, model_spec(self.model_id).metric)
+        same = apart < self.threshold
+        reference = int(np.argmax(same.sum(1)))
+        if 2 * same[reference].sum() <= len(indices):
+            numbers = ", ".join(str(i + 1) for i in indices)
+            return {
+                i: f"photos {numbers} do not show one person (no face matches more than half of the others); "
+                "enrol one person at a time"
+                for i in indices
+            }
+        return {
+            i: f"not the same person as photo {indices[reference] + 1} (distance {apart[reference, n]:.2f}, "
+            f"above the threshold {self.threshold:.2f}); one enrolment is one person"
+            for n, i in enumerate(indices)
+            if not same[reference, n]
+        }
 
     def _probe(self, model_id: str, templates: np.ndarray) -> list[str | None]:
         """Who the deleted templates would be identified as now: proof they match nobody deleted."""
@@ -230,17 +282,22 @@ class FaceDemo:
         # Each template is its own probe photo: decide them one at a time, not jointly.
         return [decide([c], threshold)[0].subject_id for c in candidates]
 
-    def describe(self, subject_id: str, token: str) -> dict:
-        return self.vault.describe(subject_id, token)
+    def describe(self, subject_id: str, token: str, client: str | None = None) -> dict:
+        """What is stored about the subject, nothing decrypted; only with the subject's own token.
 
-    def export(self, subject_id: str, token: str) -> dict:
-        return self.vault.export(subject_id, token)
+        client: who is asking (e.g. an IP address), for the vault's limit on wrong tokens."""
+        return self.vault.describe(subject_id, token, client=client)
 
-    def forget(self, subject_id: str, token: str) -> dict:
-        return self.vault.forget(subject_id, token, probe=self._probe).to_dict()
+    def export(self, subject_id: str, token: str, client: str | None = None) -> dict:
+        """The subject's own data, decrypted; only with the subject's own token."""
+        return self.vault.export(subject_id, token, client=client)
 
-    def list_subjects(self, admin_token: str) -> list[dict]:
-        return self.vault.list_subjects(admin_token)
+    def forget(self, subject_id: str, token: str, client: str | None = None) -> dict:
+        """Erase the subject (its token or the operator's); the signed receipt as a dict."""
+        return self.vault.forget(subject_id, token, probe=self._probe, client=client).to_dict()
+
+    def list_subjects(self, admin_token: str, client: str | None = None) -> list[dict]:
+        return self.vault.list_subjects(admin_token, client=client)
 
     def purge_expired(self) -> list[str]:
         """Erase every subject past its retention date now; their ids."""
@@ -265,8 +322,9 @@ class FaceDemo:
         self._purge_thread = threading.Thread(target=loop, name="retention-purge", daemon=True)
         self._purge_thread.start()
 
-    def audit_verify(self) -> dict:
-        report = self.vault.audit_verify()
+    def audit_verify(self, full: bool = False) -> dict:
+        """The audit chain's check: every entry when `full`, else what was added since the last check."""
+        report = self.vault.audit_verify(full=full)
         return {"ok": report.ok, "entries": report.entries, "first_broken": report.first_broken,
                 "reason": report.reason}
 

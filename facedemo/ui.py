@@ -8,8 +8,6 @@ endpoints `/detect`, `/recognize`, `/enroll`, `/forget` and `/export`, which ret
 from __future__ import annotations
 
 import functools
-import json
-import tempfile
 import threading
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -23,12 +21,12 @@ from PIL import Image
 from facedemo import render
 from facedemo.images import ImageError
 from facedemo.pipeline import Analysis, FaceAnalysis
-from facedemo.recognition import MODELS
-from facedemo.service import CONSENT_TEXT, CONSENT_VERSION, EnrolmentError, EnrolmentOutcome, FaceDemo
+from facedemo.recognition import MODELS, ThresholdError, model_spec
+from facedemo.service import CONSENT_TEXT, CONSENT_VERSION, EnrolmentError, FaceDemo, PhotoVerdict
 from privacy import VaultError
 
 # The errors FaceDemo raises for things a person can fix; their messages are written for people.
-USER_ERRORS = (ImageError, EnrolmentError, VaultError)
+USER_ERRORS = (ImageError, EnrolmentError, VaultError, ThresholdError)
 
 # Events that run the networks share one queue group, so that at most the queue's default limit
 # of them run at once however many tabs are open (the networks themselves run one at a time).
@@ -36,8 +34,19 @@ MODEL_EVENTS = {"concurrency_id": "models", "concurrency_limit": "default"}
 # The page's own events; the API is the named endpoints.
 UI_ONLY = {"api_visibility": "private"}
 
-# An export holds decrypted templates: its file lives only long enough to be downloaded.
-EXPORT_LIFETIME_S = 300.0
+# An export holds decrypted templates: the page makes the download in the browser from the
+# response, so the server writes no file that a URL could serve later.
+EXPORT_DOWNLOAD_JS = """(data) => {
+  if (!data || !data.subject_id) return;
+  const blob = new Blob([JSON.stringify(data, null, 1)], {type: "application/json"});
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = `facedemo-export-${data.subject_id}.json`;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}"""
 # Gradio files uploads by content, so two visitors sending the same photo share one file: an
 # enrolment deletes its photos after this grace, long enough for a queued twin request to read it.
 UPLOAD_GRACE_S = 120.0
@@ -117,7 +126,6 @@ class Handlers:
         self.demo = demo
         self.upload_dir = upload_dir.resolve() if upload_dir else None
         self.upload_grace_s = upload_grace_s
-        self._export_dir = Path(tempfile.mkdtemp(prefix="facedemo-export-"))
 
     # ---------------------------------------------------------------- tab "Detect vs Recognize"
 
@@ -140,13 +148,15 @@ class Handlers:
             gr.Warning("No face found in this photo.")
         return self._present(shown, blur)
 
+    @_user_errors
     def redecide(
         self, shown: Shown | None, threshold: float, blur: bool
     ) -> tuple[np.ndarray | None, np.ndarray | None, list[list], str, Shown | None]:
-        """The last photo decided again at `threshold` and re-drawn; no model runs. Empty before any photo."""
+        """The last photo decided again at `threshold` against the people enrolled now, and re-drawn;
+        no model runs, and nobody deleted since is named. Empty before any photo."""
         if shown is None:
             return None, None, [], "", None
-        return self._present(Shown(shown.image, shown.analysis.with_threshold(threshold)), blur)
+        return self._present(Shown(shown.image, self.demo.redecide(shown.analysis, threshold)), blur)
 
     def _present(self, shown: Shown, blur: bool) -> tuple[np.ndarray, np.ndarray, list[list], str, Shown]:
         faces = shown.analysis.faces
@@ -190,40 +200,51 @@ class Handlers:
 
     # ------------------------------------------------------------------------- tab "Enrol"
 
-    @_user_errors
     def enroll(
         self,
         name: str,
         photos: Sequence[str] | None,
         consent: bool,
         progress: gr.Progress = gr.Progress(),
-    ) -> tuple[list[list], str, str, str, None]:
+    ) -> tuple[list[list], str, str, str, Any, None, Any]:
         """Enrol a person from photos (file paths) with their consent.
 
-        Returns the per-photo verdicts (VERDICT_HEADERS), the receipt in Markdown, the subject id,
-        the deletion token (shown this once) and None to clear the photo input.
+        Returns the per-photo verdicts (VERDICT_HEADERS), a message in Markdown (the receipt, or why
+        nothing was enrolled), the subject id and the deletion token (shown this once; empty when
+        refused), then the new values of the name, photo list and consent box. The photo list is
+        always emptied: its files are deleted when this request ends, and a photo the person no
+        longer sees must never go into a later enrolment. After success the name is cleared and the
+        consent box unticked; after a refusal both stay for the next try.
         """
         photos = list(photos or [])
 
         def report(done: int, total: int) -> None:
             progress((done, total), desc="Checking photos and computing templates", unit="photos")
 
-        outcome = self.demo.enroll(name, photos, consent=bool(consent), progress=report)
-        self._discard_uploads(photos)
+        try:
+            outcome = self.demo.enroll(name, photos, consent=bool(consent), progress=report)
+        except USER_ERRORS as exc:
+            verdicts = getattr(exc, "verdicts", ())
+            message = f"**Not enrolled.** {_for_people(str(exc))}. Nothing was stored; add your photos again."
+            return self.verdict_rows(verdicts, photos), message, "", "", gr.update(), None, gr.update()
+        finally:
+            self._discard_uploads(photos)
         receipt = outcome.receipt.to_dict()
         return (
-            self.verdict_rows(outcome, photos),
+            self.verdict_rows(outcome.verdicts, photos),
             self.receipt_text(receipt),
             receipt["subject_id"],
             receipt["deletion_token"],
+            "",
             None,
+            False,
         )
 
     @staticmethod
-    def verdict_rows(outcome: EnrolmentOutcome, photos: Sequence[Any]) -> list[list]:
+    def verdict_rows(verdicts: Sequence[PhotoVerdict], photos: Sequence[Any]) -> list[list]:
         """One row per photo: number (from 1), file name, yes/no, reason."""
         rows = []
-        for v in outcome.verdicts:
+        for v in verdicts:
             source = photos[v.index] if v.index < len(photos) else None
             file_name = Path(source).name if isinstance(source, (str, Path)) else ""
             rows.append([v.index + 1, file_name, "yes" if v.accepted else "no", v.reason])
@@ -256,38 +277,72 @@ class Handlers:
     # ------------------------------------------------------------------------- tab "My data"
 
     @_user_errors
-    def describe(self, subject_id: str, token: str) -> dict:
-        """What is stored about the subject (counts, dates, key id, ciphertext sizes); nothing decrypted."""
-        return self.demo.describe(_required(subject_id, "your subject id"), _required(token, "your deletion token"))
+    def describe(self, subject_id: str, token: str, request: gr.Request | None = None) -> dict:
+        """What is stored about the subject (counts, dates, key id, ciphertext sizes); nothing decrypted.
 
-    @_user_errors
-    def export(self, subject_id: str, token: str) -> dict:
-        """The subject's own data (name, dates, consent, templates) as a JSON-ready dict; no photos exist to export."""
-        return self.demo.export(_required(subject_id, "your subject id"), _required(token, "your deletion token"))
-
-    def export_file(self, subject_id: str, token: str) -> str:
-        """`export` written to a JSON file for download; the file is deleted after EXPORT_LIFETIME_S seconds."""
-        data = self.export(subject_id, token)
-        handle = tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", suffix=".json", prefix=f"facedemo-{data['subject_id']}-",
-            dir=self._export_dir, delete=False,
+        Only with the subject's own deletion token."""
+        return self.demo.describe(
+            _required(subject_id, "your subject id"), _required(token, "your deletion token"), _client(request)
         )
-        with handle:
-            json.dump(data, handle, ensure_ascii=False, indent=1)
-        timer = threading.Timer(EXPORT_LIFETIME_S, Path(handle.name).unlink, kwargs={"missing_ok": True})
-        timer.daemon = True
-        timer.start()
-        return handle.name
 
     @_user_errors
-    def forget(self, subject_id: str, token: str) -> dict:
+    def export(self, subject_id: str, token: str, request: gr.Request | None = None) -> dict:
+        """The subject's own data (name, dates, consent, templates) as a JSON-ready dict; no photos exist
+        to export. Only with the subject's own deletion token; nothing is written to disk."""
+        return self.demo.export(
+            _required(subject_id, "your subject id"), _required(token, "your deletion token"), _client(request)
+        )
+
+    def export_download(self, subject_id: str, token: str, request: gr.Request | None = None) -> tuple[dict, str]:
+        """`export` for the page, which turns it into a download in the browser (EXPORT_DOWNLOAD_JS):
+        no copy is written on the server, so no URL can serve it later. Also a line saying so."""
+        data = self.export(subject_id, token, request)
+        return data, (
+            f"**Downloaded** as `facedemo-export-{data['subject_id']}.json`. It holds your name and templates "
+            "in plain text: keep it somewhere safe, or delete it. The app kept no copy."
+        )
+
+    @_user_errors
+    def forget(self, subject_id: str, token: str, request: gr.Request | None = None) -> dict:
         """Erase the subject (deletion token, or the operator's admin token); the signed erasure receipt."""
-        return self.demo.forget(_required(subject_id, "the subject id"), _required(token, "the deletion token"))
+        return self.demo.forget(
+            _required(subject_id, "the subject id"), _required(token, "the deletion token"), _client(request)
+        )
+
+    def forget_mine(
+        self, subject_id: str, token: str, request: gr.Request | None = None
+    ) -> tuple[str, dict, None, None, None, str, Any]:
+        """The page's confirmed "Delete my data": the receipt in plain words and as JSON, then what the
+        tab clears (what was shown as stored, the export, its message, the token) and the hidden
+        confirmation."""
+        receipt = self.forget(subject_id, token, request)
+        return self.erasure_text(receipt), receipt, None, None, None, "", gr.update(visible=False)
+
+    @staticmethod
+    def erasure_text(receipt: dict) -> str:
+        """The erasure receipt in plain sentences (Markdown): what is gone, what the check found and
+        what deletion does not reach."""
+        probe = receipt["probe"]
+        others = probe["matched_other"]
+        check = (
+            f"We then searched the people still enrolled with your deleted templates: "
+            f"{'one still matched you' if probe['matched_subject'] else 'none of them matches you any more'}"
+        )
+        if others:
+            check += (
+                f"; {others} of {probe['templates_probed']} came closer than the threshold to another enrolled "
+                "person, who looks like you (or is you, enrolled a second time under another id)"
+            )
+        return (
+            f"**Your data was deleted** on {receipt['erased_at'][:10]} at {receipt['erased_at'][11:19]} UTC: "
+            f"your name, your {receipt['templates_deleted']} templates and your key are gone from the live vault. "
+            f"{check}.\n\n{_copies_sentence(receipt)}\n\nThe signed receipt below proves it; keep it."
+        )
 
     @_user_errors
-    def list_subjects(self, admin_token: str) -> list[list]:
+    def list_subjects(self, admin_token: str, request: gr.Request | None = None) -> list[list]:
         """Operator only: one row per enrolled subject (SUBJECT_HEADERS)."""
-        listing = self.demo.list_subjects(_required(admin_token, "the operator's admin token"))
+        listing = self.demo.list_subjects(_required(admin_token, "the operator's admin token"), _client(request))
         return [
             [s["subject_id"], s["name"], s["created"][:10], s["expires"][:10],
              ", ".join(f"{n} × {m}" for m, n in s["templates"].items())]
@@ -296,10 +351,12 @@ class Handlers:
 
     # ---------------------------------------------------------------------- tab "How it works"
 
-    def audit_status(self) -> str:
-        """Whether the audit log's HMAC chain verifies, in one line of Markdown."""
+    def audit_status(self, full: bool = False) -> str:
+        """Whether the audit log's HMAC chain verifies, in one line of Markdown.
+
+        full: check every entry; otherwise only what was added since the last check."""
         try:
-            report = self.demo.audit_verify()
+            report = self.demo.audit_verify(full=full)
         except VaultError as exc:
             return f"**Audit log verifies: cannot tell.** {_for_people(str(exc))}"
         if report["ok"]:
@@ -309,6 +366,10 @@ class Handlers:
             f"edited or removed ({report.get('reason') or 'chain broken'})."
         )
 
+    def audit_status_full(self) -> str:
+        """`audit_status` over every entry (the page's "verify again" button)."""
+        return self.audit_status(full=True)
+
     # ---------------------------------------------------------------------------- the API
 
     @_user_errors
@@ -317,7 +378,7 @@ class Handlers:
 
         box: x1, y1, x2, y2 and landmarks: five (x, y), in original-image pixels; score: 0..1.
         """
-        analysis = self.demo.analyse(_required_photo(photo))
+        analysis = self.demo.detect(_required_photo(photo))
         return {
             "width": analysis.width,
             "height": analysis.height,
@@ -328,7 +389,10 @@ class Handlers:
     @_user_errors
     def api_recognize(self, photo: str, threshold: float | None = None) -> dict:
         """Detection and recognition: as /detect plus, per face, identity (None when unknown), label
-        ("Unknown" or the name), subject_id, distance and margin (model units); model and threshold."""
+        ("Unknown" or the name), distance and margin (model units); model and threshold.
+
+        threshold: None for the default, else a number from 0 to the model's ceiling (refused above it).
+        """
         analysis = self.demo.analyse(_required_photo(photo), threshold)
         result = analysis.to_dict()
         result["faces"] = [
@@ -349,11 +413,10 @@ class Handlers:
             "photos": [{"photo": v.index + 1, "accepted": v.accepted, "reason": v.reason} for v in outcome.verdicts],
         }
 
-    def close(self) -> None:
-        """Delete any export file not yet removed by its timer."""
-        for path in self._export_dir.glob("*"):
-            path.unlink(missing_ok=True)
-        self._export_dir.rmdir()
+def _client(request: gr.Request | None) -> str | None:
+    """Who is asking, for the vault's limit on wrong tokens: the peer's address (None in tests)."""
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None)
 
 
 def _required_photo(photo: str | None) -> str:
@@ -379,6 +442,17 @@ def photo_input(**kwargs: Any) -> gr.Image:
         return opened(payload)
 
     component.preprocess = preprocess
+    return component
+
+
+def threshold_input(component: gr.Slider | gr.Number) -> gr.Slider | gr.Number:
+    """The component with the value passed to the handler as sent.
+
+    Gradio's own bounds check meets text or a list with a TypeError and no message a visitor can
+    read; the handlers' check (recognition.checked_threshold) says what is wrong, and knows the
+    model's ceiling. Set on the instance, for the reason given in `photo_input`.
+    """
+    component.preprocess = lambda payload: payload
     return component
 
 
@@ -479,7 +553,8 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
     Gradio's cache (uploads and the images it sends) is swept every 10 minutes of files older than 15.
     """
     demo = h.demo
-    span = max(1.0, round(2 * demo.threshold, 2))
+    # The slider stops at the model's ceiling: beyond it, strangers would be named as enrolled people.
+    ceiling = model_spec(demo.model_id).max_threshold
 
     with gr.Blocks(title="facedemo: face detection vs recognition", delete_cache=(600, 900)) as page:
         # First, so that they get these names: gradio names the page's private events after their
@@ -501,11 +576,14 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
                     height=320, elem_id="photo",
                 )
                 with gr.Column():
-                    threshold = gr.Slider(
-                        0.0, span, value=demo.threshold, step=0.01, elem_id="threshold",
+                    threshold = threshold_input(gr.Slider(
+                        0.0, ceiling, value=demo.threshold, step=0.01, elem_id="threshold",
                         label=f"Recognition threshold ({demo.model_id} distance)",
-                        info="Below it: the same person. Changing it re-decides without running the networks.",
-                    )
+                        info=(
+                            "Below it: the same person. Changing it re-decides without running the networks. "
+                            f"It stops at {ceiling:.2f}: higher, strangers would be named as enrolled people."
+                        ),
+                    ))
                     blur = gr.Checkbox(
                         label="Blur faces that are not recognised", elem_id="blur",
                         info="Hides bystanders in both images.",
@@ -560,7 +638,8 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
                     )
             enrol_go.click(
                 h.enroll, [enrol_name, enrol_photos, consent],
-                [verdicts, receipt, receipt_subject, receipt_token, enrol_photos], **MODEL_EVENTS, **UI_ONLY,
+                [verdicts, receipt, receipt_subject, receipt_token, enrol_name, enrol_photos, consent],
+                **MODEL_EVENTS, **UI_ONLY,
             )
 
         with gr.Tab("My data", id="my-data"):
@@ -575,16 +654,37 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
                 show_go = gr.Button("Show what is stored", elem_id="describe-button")
                 export_go = gr.Button("Export my data (JSON)", elem_id="export-button")
                 forget_go = gr.Button("Delete my data", variant="stop", elem_id="forget-button")
+            with gr.Row(visible=False, elem_id="forget-confirm-row") as confirm_row:
+                gr.Markdown(
+                    "**Delete everything stored about you?** Your name, templates and key are erased at once; "
+                    "this cannot be undone."
+                )
+                confirm_go = gr.Button("Yes, delete my data", variant="stop", elem_id="forget-confirm")
+                cancel_go = gr.Button("Cancel", elem_id="forget-cancel")
             stored = gr.JSON(label="Stored about you", elem_id="stored")
-            export_file = gr.File(label="Your export (available for 5 minutes)", interactive=False, elem_id="export-file")
+            # Holds the export only on its way to the browser's download; never shown, never a file.
+            export_data = gr.JSON(visible=False)
+            export_note = gr.Markdown(elem_id="export-note")
+            erasure_note = gr.Markdown(elem_id="erasure-note")
             erasure = gr.JSON(label="Erasure receipt", elem_id="erasure")
             show_go.click(h.describe, [my_subject, my_token], stored, **UI_ONLY)
-            export_go.click(h.export_file, [my_subject, my_token], export_file, **UI_ONLY)
-            forget_go.click(h.forget, [my_subject, my_token], erasure, **UI_ONLY)
+            export_go.click(h.export_download, [my_subject, my_token], [export_data, export_note], **UI_ONLY).success(
+                None, export_data, None, js=EXPORT_DOWNLOAD_JS, **UI_ONLY
+            )
+            forget_go.click(_shown, None, confirm_row, **UI_ONLY)
+            cancel_go.click(_hidden, None, confirm_row, **UI_ONLY)
+            confirm_go.click(
+                h.forget_mine, [my_subject, my_token],
+                [erasure_note, erasure, stored, export_data, export_note, my_token, confirm_row], **UI_ONLY,
+            )
 
             with gr.Accordion("Operator", open=False, elem_id="operator"):
-                if demo.config.admin_token is None:
-                    gr.Markdown("No operator token is configured (`FACEDEMO_ADMIN_TOKEN`), so these functions are off.")
+                gr.Markdown(
+                    "The operator can list everyone enrolled and delete anyone; the operator cannot see or export "
+                    "anyone's templates."
+                    + ("" if demo.config.admin_token else
+                       " No operator token is configured (`FACEDEMO_ADMIN_TOKEN`), so these functions are off.")
+                )
                 admin_token = gr.Textbox(label="Admin token", type="password", elem_id="admin-token")
                 list_go = gr.Button("List everyone enrolled", elem_id="list-button")
                 subjects = gr.Dataframe(headers=SUBJECT_HEADERS, interactive=False, label="Enrolled", elem_id="subjects")
@@ -599,18 +699,26 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
             with gr.Row():
                 audit = gr.Markdown(elem_id="audit")
                 audit_go = gr.Button("Verify the audit log again", elem_id="audit-button")
-            audit_go.click(h.audit_status, None, audit, **UI_ONLY)
+            audit_go.click(h.audit_status_full, None, audit, **UI_ONLY)
             with gr.Accordion("Model card", open=True):
                 gr.Markdown(_model_card())
         page.load(h.audit_status, None, audit, **UI_ONLY)
     return page
 
 
+def _shown() -> dict:
+    return gr.update(visible=True)
+
+
+def _hidden() -> dict:
+    return gr.update(visible=False)
+
+
 def _api_endpoints(h: Handlers) -> None:
     """The named endpoints for gradio_client, on hidden components (the page has no use for them)."""
     with gr.Column(visible=False):
         photo = photo_input(type="filepath", label="photo")
-        threshold = gr.Number(None, label="threshold")
+        threshold = threshold_input(gr.Number(None, label="threshold"))
         name = gr.Textbox(label="name")
         photos = gr.File(file_count="multiple", type="filepath", label="photos")
         consent = gr.Checkbox(label="consent")

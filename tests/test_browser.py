@@ -4,6 +4,7 @@ With FACEDEMO_SCREENSHOTS=DIR set, each tab is also saved as DIR/<tab>.png (the 
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -134,23 +135,34 @@ def test_a_file_that_is_not_an_image_shows_a_clear_message_and_no_stack_trace(pa
     assert "Traceback" not in page.content()
 
 
-def test_enrol_then_delete_through_the_page(page, examples):
+def enrol_in_page(page, name: str, photos: list[str], consent: bool = True) -> None:
     open_tab(page, "Enrol")
-    fill(page, "enrol-name", "Eileen Collins")
-    page.locator("#enrol-photos input[type=file]").set_input_files([examples["astronaut"]])
-    page.locator("#enrol-consent input[type=checkbox]").check()
+    fill(page, "enrol-name", name)
+    page.locator("#enrol-photos input[type=file]").set_input_files(photos)
+    expect(page.locator("#enrol-photos")).to_contain_text(Path(photos[-1]).name)
+    if consent:
+        page.locator("#enrol-consent input[type=checkbox]").check()
     page.click("#enrol-button")
+
+
+def test_enrol_then_delete_through_the_page(page, examples):
+    enrol_in_page(page, "Eileen Collins", [examples["astronaut"]])
     page.wait_for_function("document.querySelector('#receipt').innerText.includes('Enrolled')")
     subject_id = page.locator("#receipt-subject").get_by_role("textbox").input_value()
     token = page.locator("#receipt-token").get_by_role("textbox").input_value()
     assert subject_id and len(token) >= 20
     assert table_rows(page, "verdicts")[0][2:] == ["yes", "accepted"]
+    # The form is cleared for the next person: no name, no photos, consent unticked.
+    assert page.locator("#enrol-name").get_by_role("textbox").input_value() == ""
+    expect(page.locator("#enrol-photos")).not_to_contain_text("astronaut")
+    assert not page.locator("#enrol-consent input[type=checkbox]").is_checked()
     snapshot(page, "enrol")
 
     open_tab(page, "Detect vs Recognize")
     analyse(page, examples["group"], faces=2)
     identities = page.locator("#faces-table [role=gridcell][data-col='3']")
     expect(identities).to_have_text(["Eileen Collins", "Unknown"])
+    assert subject_id not in page.content()  # the key to her data is no recognition result
     snapshot(page, "detect-vs-recognize")
 
     open_tab(page, "My data")
@@ -159,14 +171,71 @@ def test_enrol_then_delete_through_the_page(page, examples):
     page.click("#describe-button")
     page.locator("#stored").get_by_text("key_id").wait_for()
     page.click("#forget-button")
-    page.locator("#erasure").get_by_text("key_destroyed").wait_for()
+    expect(page.locator("#forget-confirm-row")).to_be_visible()
+    page.click("#forget-confirm")
+    expect(page.locator("#erasure-note")).to_contain_text("Your data was deleted")
+    expect(page.locator("#forget-confirm-row")).to_be_hidden()
+    expect(page.locator("#stored")).not_to_contain_text("key_id")  # what was shown as stored is cleared
     assert "matched_subject" in page.locator("#erasure").inner_text()
     snapshot(page, "my-data")
 
+    # The result on the first tab was kept for re-deciding: it must not name her any more.
     open_tab(page, "Detect vs Recognize")
+    threshold = page.locator("#threshold input[type=number]")
+    threshold.fill("0.5")
+    threshold.press("Enter")
+    expect(identities).to_have_text(["Unknown", "Unknown"])
+    expect(page.locator("#summary")).not_to_contain_text("1 identified")
     page.click("#analyse")
     expect(page.locator("#summary")).to_contain_text("nobody is enrolled")
-    expect(identities).to_have_text(["Unknown", "Unknown"])
+
+
+def test_cancelling_the_deletion_deletes_nothing(page, app, examples):
+    client = Client(app.url, verbose=False)
+    receipt = client.predict("Grace Hopper", [handle_file(examples["grace_hopper"])], True, api_name="/enroll")
+    try:
+        open_tab(page, "My data")
+        fill(page, "my-subject", receipt["subject_id"])
+        fill(page, "my-token", receipt["deletion_token"])
+        page.click("#forget-button")
+        page.click("#forget-cancel")
+        expect(page.locator("#forget-confirm-row")).to_be_hidden()
+        page.click("#describe-button")
+        page.locator("#stored").get_by_text("key_id").wait_for()
+    finally:
+        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+        client.close()
+
+
+def test_a_refused_enrolment_leaves_no_photo_to_slip_into_the_next_one(page, examples):
+    enrol_in_page(page, "Grace Hopper", [examples["grace_hopper"]], consent=False)
+    expect(page.locator("#receipt")).to_contain_text("Not enrolled")
+    expect(page.locator("#receipt")).to_contain_text("consent")
+    expect(page.locator("#enrol-photos")).not_to_contain_text("grace_hopper")
+    # The next person enrols under another name without adding photos: nothing of Grace Hopper goes with it.
+    fill(page, "enrol-name", "Peggy Whitson")
+    page.locator("#enrol-consent input[type=checkbox]").check()
+    page.click("#enrol-button")
+    expect(page.locator("#receipt")).to_contain_text("add at least one photo")
+    assert page.locator("#receipt-subject").get_by_role("textbox").input_value() == ""
+
+
+def test_export_downloads_in_the_browser_from_the_response(page, app, examples):
+    client = Client(app.url, verbose=False)
+    receipt = client.predict("Grace Hopper", [handle_file(examples["grace_hopper"])], True, api_name="/enroll")
+    try:
+        open_tab(page, "My data")
+        fill(page, "my-subject", receipt["subject_id"])
+        fill(page, "my-token", receipt["deletion_token"])
+        with page.expect_download() as download:
+            page.click("#export-button")
+        data = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+        assert data["name"] == "Grace Hopper" and data["subject_id"] == receipt["subject_id"]
+        assert download.value.url.startswith("blob:")  # made in the page; no server URL to fetch again
+        expect(page.locator("#export-note")).to_contain_text("kept no copy")
+    finally:
+        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+        client.close()
 
 
 def test_how_it_works_says_whether_the_audit_log_verifies(page):

@@ -4,9 +4,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from facedemo.config import Config
+from facedemo.config import Config, ConfigError
 from facedemo.pipeline import Pipeline
-from facedemo.recognition import MODELS, Gallery, Subject, distances, model_spec
+from facedemo.recognition import MODELS, Gallery, Subject, ThresholdError, distances, model_spec
 from tests.engine import augment, compose
 
 
@@ -82,6 +82,22 @@ def test_faces_over_the_limit_are_counted_as_skipped(astronaut, grace_hopper):
 
 
 def test_analysis_serialises_the_cli_keys(pipeline, gallery, astronaut):
-    face = pipeline.analyse(astronaut, gallery).to_dict()["faces"][0]
+    face = pipeline.analyse(astronaut, gallery).to_dict(include_subject_id=True)["faces"][0]
     assert {"box", "score", "landmarks", "identity", "subject_id", "distance", "margin"} <= set(face)
     assert len(face["box"]) == 4 and len(face["landmarks"]) == 5
+
+
+def test_analysis_leaves_the_subject_id_out_unless_asked(pipeline, gallery, astronaut):
+    assert "subject_id" not in pipeline.analyse(astronaut, gallery).to_dict()["faces"][0]
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 5.0, float("nan"), float("inf"), "0.5", [0.5], True])
+def test_analyse_refuses_a_threshold_that_is_not_a_number_up_to_the_ceiling(pipeline, astronaut, threshold):
+    with pytest.raises(ThresholdError, match="threshold must be"):
+        pipeline.analyse(astronaut, None, threshold)
+
+
+def test_a_configured_threshold_above_the_ceiling_is_refused_at_start(astronaut):
+    spec = MODELS[Config.model]
+    with pytest.raises(ConfigError, match="FACEDEMO_THRESHOLD"):
+        Pipeline(replace(Config(), threshold=spec.max_threshold + 0.01))

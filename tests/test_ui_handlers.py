@@ -130,6 +130,23 @@ def test_a_new_threshold_re_decides_without_running_any_model(handlers, face_dem
     assert strict.analysis.threshold == 0.0
 
 
+def test_a_deleted_person_is_not_named_when_an_earlier_result_is_re_decided(handlers, examples, photo_files):
+    result = handlers.api_enroll("Eileen Collins", [str(photo_files["astronaut"])], True)
+    *_, shown = handlers.analyse(str(examples["group"]), None, False)
+    assert [fa.decision.identity for fa in shown.analysis.faces] == ["Eileen Collins", None]
+    handlers.forget(result["subject_id"], result["deletion_token"])
+    _, _, rows, summary, _ = handlers.redecide(shown, 0.3, True)
+    assert [row[3] for row in rows] == ["Unknown", "Unknown"]
+    assert "Eileen" not in summary
+
+
+@pytest.mark.parametrize("threshold", [1.12, 1000.0, float("nan"), "abc", [0.5]])
+def test_re_deciding_refuses_a_threshold_that_is_not_a_number_up_to_the_ceiling(handlers, photo_files, threshold):
+    *_, shown = handlers.analyse(str(photo_files["astronaut"]), None, False)
+    with pytest.raises(gr.Error, match="threshold must be"):
+        handlers.redecide(shown, threshold, False)
+
+
 def test_re_deciding_before_any_photo_gives_empty_results(handlers):
     assert handlers.redecide(None, 0.5, True) == (None, None, [], "", None)
 
@@ -180,6 +197,16 @@ def test_analyse_without_a_photo_asks_for_one(handlers):
         handlers.analyse(None, None, False)
 
 
+def test_detection_reads_no_biometric_data(handlers, face_demo, photo_files, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("detection touched the gallery or an embedding network")
+
+    monkeypatch.setattr(face_demo, "gallery", forbidden)
+    monkeypatch.setattr(face_demo.pipeline, "embed", forbidden)
+    result = handlers.api_detect(str(photo_files["astronaut"]))
+    assert len(result["faces"]) == 1 and set(result["faces"][0]) == {"face", "box", "score", "landmarks"}
+
+
 def test_bad_uploads_leave_stored_data_untouched(handlers, workdir, enrolled):
     subject_id, token = enrolled
     before = handlers.describe(subject_id, token)
@@ -194,13 +221,15 @@ def test_bad_uploads_leave_stored_data_untouched(handlers, workdir, enrolled):
 # ---------------------------------------------------------------------------------- Enrol
 
 
-def test_enrol_returns_verdicts_receipt_subject_id_and_token_and_clears_the_photos(handlers, photo_files):
-    rows, receipt, subject_id, token, photos = handlers.enroll("Grace Hopper", [str(photo_files["grace_hopper"])], True)
+def test_enrol_returns_verdicts_receipt_subject_id_and_token_and_clears_the_form(handlers, photo_files):
+    rows, receipt, subject_id, token, name, photos, consent = handlers.enroll(
+        "Grace Hopper", [str(photo_files["grace_hopper"])], True
+    )
     try:
         assert rows == [[1, "grace_hopper.png", "yes", "accepted"]]
         assert subject_id in receipt and "shown only this once" in receipt
         assert len(token) >= 20
-        assert photos is None
+        assert (name, photos, consent) == ("", None, False)
         assert subject_id in enrolled_ids(handlers)
     finally:
         handlers.forget(subject_id, token)
@@ -208,7 +237,7 @@ def test_enrol_returns_verdicts_receipt_subject_id_and_token_and_clears_the_phot
 
 def test_enrol_gives_a_reason_for_each_rejected_photo(handlers, photo_files):
     photos = [str(photo_files["blank"]), str(photo_files["grace_hopper"])]
-    rows, _, subject_id, token, _ = handlers.enroll("Grace Hopper", photos, True)
+    rows, _, subject_id, token, *_ = handlers.enroll("Grace Hopper", photos, True)
     handlers.forget(subject_id, token)
     assert [row[:3] for row in rows] == [[1, "blank.png", "no"], [2, "grace_hopper.png", "yes"]]
     assert rows[0][3] == "no face found"
@@ -216,15 +245,45 @@ def test_enrol_gives_a_reason_for_each_rejected_photo(handlers, photo_files):
 
 def test_enrol_without_consent_is_refused_and_stores_nothing(handlers, photo_files):
     before = enrolled_ids(handlers)
-    with pytest.raises(gr.Error, match="consent"):
-        handlers.enroll("Grace Hopper", [str(photo_files["grace_hopper"])], False)
+    _, message, subject_id, token, *_ = handlers.enroll("Grace Hopper", [str(photo_files["grace_hopper"])], False)
+    assert message.startswith("**Not enrolled.**") and "consent" in message
+    assert (subject_id, token) == ("", "")
     assert enrolled_ids(handlers) == before
 
 
 def test_enrol_with_no_usable_photo_is_refused_with_the_reasons(handlers, photo_files):
     before = enrolled_ids(handlers)
-    with pytest.raises(gr.Error, match="photo 1: no face found"):
-        handlers.enroll("Nobody", [str(photo_files["blank"])], True)
+    rows, message, *_ = handlers.enroll("Nobody", [str(photo_files["blank"])], True)
+    assert "photo 1: no face found" in message
+    assert rows == [[1, "blank.png", "no", "no face found"]]
+    assert enrolled_ids(handlers) == before
+
+
+def test_a_refused_enrolment_empties_the_photo_list_and_keeps_name_and_consent(handlers, photo_files):
+    *_, name, photos, consent = handlers.enroll("Nobody", [str(photo_files["blank"])], True)
+    assert photos is None  # never sent again with the next enrolment, under another name
+    assert name == gr.update() and consent == gr.update()
+
+
+def test_enrol_refuses_by_number_a_photo_of_someone_else(handlers, faces_pd, photo_files):
+    collins = faces_pd / "eileen_collins"
+    photos = [str(collins / "collins_nasa_portrait_a.jpg"), str(collins / "collins_nasa_portrait_b.jpg"),
+              str(photo_files["grace_hopper"])]
+    rows, receipt, subject_id, token, *_ = handlers.enroll("Eileen Collins", photos, True)
+    try:
+        assert [row[2] for row in rows] == ["yes", "yes", "no"]
+        assert rows[2][3].startswith("not the same person as photo 1")
+        assert handlers.describe(subject_id, token)["templates"][handlers.demo.model_id]["count"] == 2
+    finally:
+        handlers.forget(subject_id, token)
+
+
+def test_enrol_of_two_photos_of_two_people_stores_nothing(handlers, photo_files):
+    before = enrolled_ids(handlers)
+    photos = [str(photo_files["astronaut"]), str(photo_files["grace_hopper"])]
+    rows, message, subject_id, *_ = handlers.enroll("Eileen Collins", photos, True)
+    assert "do not show one person" in message and subject_id == ""
+    assert [row[2] for row in rows] == ["no", "no"]
     assert enrolled_ids(handlers) == before
 
 
@@ -234,8 +293,8 @@ def test_enrol_reports_progress_photo_by_photo(handlers, photo_files):
     def progress(value, desc=None, unit=None):
         calls.append(value)
 
-    photos = [str(photo_files["grace_hopper"]), str(photo_files["astronaut"])]
-    _, _, subject_id, token, _ = handlers.enroll("Two Photos", photos, True, progress=progress)
+    photos = [str(photo_files["grace_hopper"]), str(photo_files["grace_hopper"])]
+    _, _, subject_id, token, *_ = handlers.enroll("Two Photos", photos, True, progress=progress)
     handlers.forget(subject_id, token)
     assert calls[0] == (0, 2) and calls[-1] == (2, 2)
 
