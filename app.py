@@ -1,7 +1,8 @@
 """Entry point (Hugging Face Spaces runs this file): the facedemo web app, with its models loaded and warmed before it listens.
 
 Settings come from the environment (facedemo.config; Space secrets land there too). Host and
-port are Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
+port are Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT. Uploads go to a folder of this
+instance's own (facedemo.uploads), inside GRADIO_TEMP_DIR when the operator sets it.
 """
 from __future__ import annotations
 
@@ -12,85 +13,90 @@ import tempfile
 import time
 from pathlib import Path
 
-UPLOADS_IN_RAM_MIN_FREE = 512 * 1024 * 1024
-
-
-def keep_uploads_in_memory() -> None:
-    """Point Gradio's upload folder at RAM-backed /dev/shm when it has room.
-
-    Gradio saves every upload to GRADIO_TEMP_DIR before a handler sees it; in RAM, photos never
-    reach a disk. Must run before gradio is imported (it reads the variable at import time).
-    An operator's own GRADIO_TEMP_DIR is kept.
-    """
-    if "GRADIO_TEMP_DIR" in os.environ:
-        return
-    shm = Path("/dev/shm")
-    try:
-        stats = os.statvfs(shm)
-        free = stats.f_bavail * stats.f_frsize
-    except OSError:
-        return
-    if free >= UPLOADS_IN_RAM_MIN_FREE and os.access(shm, os.W_OK):
-        os.environ["GRADIO_TEMP_DIR"] = str(shm / "facedemo-uploads")
-
-
-keep_uploads_in_memory()
-
-import gradio as gr  # noqa: E402
-from gradio.utils import get_upload_folder  # noqa: E402
-
-from facedemo import ui  # noqa: E402
-from facedemo.config import Config, ConfigError  # noqa: E402
-from facedemo.recognition import ModelUnavailable  # noqa: E402
-from facedemo.runtime import tune_allocator  # noqa: E402
-from facedemo.service import FaceDemo  # noqa: E402
-from models.weights import WeightsError  # noqa: E402
-from privacy import VaultError  # noqa: E402
+from facedemo.runtime import tune_allocator
+from facedemo.uploads import UploadFolder, UploadFolderError, UploadGuard
 
 # Two cores: two jobs at a time lets one photo be decoded or drawn while the other is in a network
 # (the networks themselves run one call at a time); more would only queue inside the process.
 CONCURRENCY = 2
 # Beyond this many waiting jobs a visitor is told the app is busy rather than left waiting minutes.
 QUEUE_SIZE = 32
+# An upload that would leave less than this free where uploads are kept (RAM, usually) is refused
+# with 507: an anonymous client cannot fill the machine's memory.
+MIN_FREE_BYTES = 256 * 1024 * 1024
+# Multipart framing around the files of one upload request.
+UPLOAD_OVERHEAD_BYTES = 1024 * 1024
 
 
-def create(config: Config, examples_dir: Path) -> tuple[gr.Blocks, ui.Handlers]:
-    """The page with its FaceDemo: models loaded and run once, expired enrolments purged hourly,
-    example photos written to `examples_dir`."""
-    demo = FaceDemo(config)
+def serve(uploads: UploadFolder, started: float) -> int:
+    """Load the models, build the page and serve it until stopped (Ctrl-C, SIGTERM)."""
+    # Gradio reads GRADIO_TEMP_DIR when it is imported: only now, once it names our folder.
+    from starlette.middleware import Middleware
+
+    from facedemo import ui
+    from facedemo.config import Config, ConfigError
+    from facedemo.recognition import ModelUnavailable
+    from facedemo.service import FaceDemo
+    from models.weights import WeightsError
+    from privacy import VaultError
+
     try:
-        demo.warm_up()
-        demo.start_retention_timer()
-        handlers = ui.Handlers(demo, upload_dir=Path(get_upload_folder()))
-        page = ui.build(handlers, ui.write_examples(examples_dir))
-    except BaseException:
+        config = Config.from_env()
+        demo = FaceDemo(config)
+    except (ConfigError, VaultError, WeightsError, ModelUnavailable) as exc:
+        print(f"facedemo cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        with tempfile.TemporaryDirectory(prefix="facedemo-examples-") as examples_dir:
+            demo.warm_up()
+            demo.start_retention_timer()
+            handlers = ui.Handlers(demo, upload_dir=uploads.path)
+            page = ui.build(handlers, ui.write_examples(Path(examples_dir)))
+            page.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+            # What building the page put in the folder (gradio's copies of the example photos) stays.
+            uploads.keep_present()
+            uploads.start_sweeper()
+            print(f"facedemo: models warmed in {time.perf_counter() - started:.1f} s", flush=True)
+            guard = Middleware(
+                UploadGuard, folder=uploads, min_free_bytes=MIN_FREE_BYTES,
+                max_request_bytes=config.max_image_bytes * config.max_enrol_photos + UPLOAD_OVERHEAD_BYTES,
+            )
+            page.launch(max_file_size=config.max_image_bytes, app_kwargs={"middleware": [guard]})
+    except (VaultError, WeightsError, ModelUnavailable) as exc:
+        print(f"facedemo cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
         demo.close()
-        raise
-    page.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    return page, handlers
+    return 0
 
 
 def main() -> int:
     started = time.perf_counter()
     tune_allocator()
+    # Everything the app writes (uploads, the images gradio renders for the browser, the vault) is
+    # for this user only: files 0600, folders 0700.
+    os.umask(0o077)
     # Stopping the container (SIGTERM) takes the same clean way out as Ctrl-C: gradio closes its server.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        config = Config.from_env()
-        with tempfile.TemporaryDirectory(prefix="facedemo-examples-") as examples_dir:
-            page, handlers = create(config, Path(examples_dir))
-            print(f"facedemo: models warmed in {time.perf_counter() - started:.1f} s", flush=True)
-            try:
-                page.launch(max_file_size=config.max_image_bytes)
-            finally:
-                handlers.close()
-                handlers.demo.close()
-    except (ConfigError, VaultError, WeightsError, ModelUnavailable) as exc:
+        uploads = UploadFolder.create(os.environ.get("GRADIO_TEMP_DIR"))
+    except UploadFolderError as exc:
         print(f"facedemo cannot start: {exc}", file=sys.stderr)
         return 1
+    try:
+        os.environ["GRADIO_TEMP_DIR"] = str(uploads.path)
+        where = "RAM" if uploads.in_ram else "disk"
+        print(f"facedemo: uploads in {uploads.path} ({where})", flush=True)
+        if uploads.removed_stale:
+            print(f"facedemo: removed {len(uploads.removed_stale)} upload folder(s) left by instances "
+                  "that stopped without cleaning up", flush=True)
+        return serve(uploads, started)
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
+    finally:
+        uploads.close()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
+# How app.py names its upload folder in its log.
+UPLOADS_LINE = "facedemo: uploads in "
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,15 @@ class RunningApp:
     startup_s: float  # from starting `python app.py` until the page answered 200
     log: Path  # the app's stdout and stderr
     data_dir: Path
+    pid: int = 0  # the `python app.py` process
+    temp_dir: Path | None = None  # its GRADIO_TEMP_DIR: the app makes its own instance folder inside
+
+    def upload_folder(self) -> Path | None:
+        """The instance folder the app keeps its uploads in, as its log names it ("uploads in PATH")."""
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith(UPLOADS_LINE):
+                return Path(line[len(UPLOADS_LINE):].rsplit(" (", 1)[0])
+        return None
 
 
 def _free_port() -> int:
@@ -48,19 +59,28 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_app(workdir: Path, master_key: str, admin_token: str, timeout_s: float = 300.0) -> Iterator[RunningApp]:
-    """`python app.py` with its own data directory and Gradio cache under `workdir`, offline."""
+def running_app(
+    workdir: Path, master_key: str, admin_token: str, timeout_s: float = 300.0,
+    temp_dir: Path | None = None, env_extra: dict[str, str] | None = None,
+) -> Iterator[RunningApp]:
+    """`python app.py` with its own data directory and Gradio cache under `workdir`, offline.
+
+    temp_dir: its GRADIO_TEMP_DIR (default `workdir/gradio`); the app keeps its uploads in an
+    instance folder of its own inside, so two apps may share one. env_extra: more settings.
+    """
     port = _free_port()
+    temp_dir = workdir / "gradio" if temp_dir is None else temp_dir
     env = {
         **os.environ,
         "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",
-        "GRADIO_TEMP_DIR": str(workdir / "gradio"),
+        "GRADIO_TEMP_DIR": str(temp_dir),
         "FACEDEMO_DATA_DIR": str(workdir / "data"),
         "FACEDEMO_MASTER_KEY": master_key,
         "FACEDEMO_ADMIN_TOKEN": admin_token,
+        **(env_extra or {}),
     }
     url = f"http://127.0.0.1:{port}/"
     log = workdir / "app.log"
@@ -77,9 +97,10 @@ def running_app(workdir: Path, master_key: str, admin_token: str, timeout_s: flo
                 if time.perf_counter() - started > timeout_s:
                     raise RuntimeError(f"app.py did not answer within {timeout_s:.0f} s:\n{log.read_text()}")
                 time.sleep(0.2)
-            yield RunningApp(url, time.perf_counter() - started, log, workdir / "data")
+            yield RunningApp(url, time.perf_counter() - started, log, workdir / "data", process.pid, temp_dir)
         finally:
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
