@@ -155,6 +155,22 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+@contextlib.contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One read transaction: every statement inside sees the same committed state of the database.
+
+    Another process's commit in between two statements cannot make them disagree (a subject found
+    by the first and gone in the second).
+    """
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+
 def checkpoint(conn: sqlite3.Connection) -> bool:
     """Copy the WAL into the database file and truncate the WAL to zero bytes; whether that completed.
 

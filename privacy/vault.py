@@ -8,7 +8,13 @@ Layout of the protection (see ../shared/DESIGN.md, "Privacy"):
   key rotation re-wraps two kinds of small blobs and leaves templates, receipts and the audit chain as
   they were;
 - erasure deletes the wrapped key and every row in one transaction with secure_delete on, then
-  truncates the WAL.
+  truncates the WAL; a copy made before (a backup) stays readable with the master key of that time
+  until that key is retired by a rotation (key epochs: see `ErasureReceipt`);
+- who may do what: the holder of a subject's deletion token may describe, export and erase that
+  subject; the operator's admin token may list every subject and erase any, nothing else (it
+  cannot read one person's data through describe or export);
+- wrong tokens are limited by `privacy.throttle` and their refusals audited, coalesced per minute;
+- a subject's sealed record is padded to a size that does not depend on the name's length.
 """
 from __future__ import annotations
 
@@ -23,15 +29,16 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 
-from privacy import VaultError, audit, erasure, keys, store
+from privacy import VaultError, audit, erasure, keys, store, strength, throttle
 from privacy.audit import AuditReport
 from privacy.erasure import ErasureReceipt
 from privacy.keys import MasterKey, MasterKeyError
+from privacy.throttle import Throttle, TooManyAttempts
 
 __all__ = [
     "AuditReport",
@@ -40,12 +47,22 @@ __all__ = [
     "MasterKeyError",
     "Probe",
     "StoredSubject",
+    "Throttle",
+    "TooManyAttempts",
     "Vault",
     "VaultError",
 ]
 
 NAME_MAX_CHARS = 100
 ADMIN_TOKEN_MIN_CHARS = 16
+ADMIN_TOKEN_MAX_CHARS = erasure.TOKEN_MAX_CHARS
+ADMIN_TOKEN_MIN_BITS = 128  # by strength.entropy_bits, a conservative estimate
+# A subject's sealed record (name + template ids) is padded to a multiple of this many bytes, with
+# room for the longest name, so that its size tells nothing about the name's length.
+RECORD_BUCKET_BYTES = 1024
+# A name's JSON text (ensure_ascii=False) takes at most 4 bytes a character: UTF-8 needs at most 4,
+# and the only characters JSON escapes in an accepted name are '"' and '\' (2 bytes each).
+_NAME_MAX_JSON_BYTES = 4 * NAME_MAX_CHARS
 MAX_TEMPLATE_DIM = 65536
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.:-]{1,40}")  # model ids and consent text versions
 # Characters that break a name's display or a log line; every script's letters and marks are allowed.
@@ -134,6 +151,38 @@ def _validate_name(name: object) -> str:
     return clean
 
 
+def _check_admin_token(token: object) -> None:
+    """Refuse an operator token that is malformed or has less than ADMIN_TOKEN_MIN_BITS of estimated entropy."""
+    hint = f"generate one with: {strength.GENERATE_HINT}"
+    if not isinstance(token, str):
+        raise VaultError(f"the admin token must be text; {hint}")
+    if len(token) < ADMIN_TOKEN_MIN_CHARS:
+        raise VaultError(f"the admin token must be at least {ADMIN_TOKEN_MIN_CHARS} characters long; {hint}")
+    if not erasure.well_formed_token(token):
+        raise VaultError(
+            f"the admin token must be at most {ADMIN_TOKEN_MAX_CHARS} characters of text without control "
+            f"characters; {hint}"
+        )
+    bits = strength.entropy_bits(token)
+    if bits < ADMIN_TOKEN_MIN_BITS:
+        raise VaultError(
+            f"the admin token is too weak: about {bits:.0f} bits of entropy by a conservative estimate, "
+            f"{ADMIN_TOKEN_MIN_BITS} are needed (it is short, repetitive, a sequence or made of common words); {hint}"
+        )
+
+
+def _padded_record(name: str, manifest: dict[str, list[str]]) -> bytes:
+    """The JSON plaintext of a subject record, padded with trailing spaces (which JSON ignores).
+
+    The padded length is the record's length without the name plus room for the longest name,
+    rounded up to RECORD_BUCKET_BYTES: it depends on the template ids, never on the name.
+    """
+    record = json.dumps({"name": name, "templates": manifest}, ensure_ascii=False).encode("utf-8")
+    without_name = len(record) - len(json.dumps(name, ensure_ascii=False).encode("utf-8")) + 2
+    target = -(-(without_name + _NAME_MAX_JSON_BYTES) // RECORD_BUCKET_BYTES) * RECORD_BUCKET_BYTES
+    return record + b" " * (target - len(record))
+
+
 def _validate_identifier(value: object, what: str) -> str:
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise VaultError(f"{what} must be 1-40 characters of letters, digits, '_', '.', ':' or '-' (got {value!r})")
@@ -188,6 +237,11 @@ class Vault:
 
     Create with `Vault.open`. Subjects are decrypted into memory once at open and kept current on
     every change, including changes committed by other processes (checked on each read).
+
+    Methods that check a token (describe, export, forget, list_subjects) take `client`, an opaque
+    identity of the caller (the app passes the IP address) used only by the throttle, never written
+    to the audit log or the database. A wrong, malformed or throttled token raises VaultError
+    (TooManyAttempts while locked out) and is audited, coalesced per minute (see `privacy.audit`).
     """
 
     def __init__(
@@ -200,9 +254,17 @@ class Vault:
         admin_token: str | None,
         retention_days: int,
         clock: Callable[[], datetime],
+        key_rotation_days: int | None = None,
+        guard: Throttle | None = None,
     ) -> None:
         """Internal: use `Vault.open`."""
         self._lock = threading.RLock()
+        self._audit_lock = threading.Lock()  # audit_verify runs on its own connection, beside the main lock
+        self._audit_checkpoint: audit.Checkpoint | None = None
+        self._coalescer = audit.Coalescer()
+        self._throttle = guard or Throttle()
+        self._key_rotation_days = key_rotation_days
+        self._rotated_elsewhere = False
         self._conn: sqlite3.Connection | None = conn
         self._data_dir = data_dir
         self._master = master
@@ -229,14 +291,25 @@ class Vault:
         admin_token: str | None = None,
         retention_days: int = 365,
         clock: Callable[[], datetime] | None = None,
+        *,
+        key_rotation_days: int | None = None,
+        throttle: Throttle | None = None,
     ) -> Vault:
         """Open (or create) the vault in `data_dir` and decrypt its subjects into memory.
 
         master_key: urlsafe base64 of 32 bytes (FACEDEMO_MASTER_KEY); None means development mode,
             with the key in `<data_dir>/master.key` (created with mode 0600 when absent).
-        admin_token: the operator's token (FACEDEMO_ADMIN_TOKEN, at least 16 characters), or None.
+        admin_token: the operator's token (FACEDEMO_ADMIN_TOKEN), or None. It may list every
+            subject and erase any, nothing else. Refused unless it has at least 128 bits of entropy
+            by a conservative estimate (`privacy.strength`); generate one with
+            python -c "import secrets; print(secrets.token_urlsafe(32))".
         retention_days: days from enrolment until a subject is purged (at least 1).
         clock: returns the current time as a timezone-aware datetime (tests inject one).
+        key_rotation_days: the operator's master-key rotation schedule in days (FACEDEMO_KEY_ROTATION_DAYS),
+            or None for none. Only stated in erasure receipts (the date by which copies made before an
+            erasure become unreadable); the vault does not rotate by itself.
+        throttle: the limiter of wrong tokens (tests inject one with their own clock); by default a
+            new `Throttle` with the policy in `privacy.throttle`.
         Raises MasterKeyError for a malformed or wrong key (nothing on disk is changed), VaultError
         when the directory or database cannot be used or the stored data fails authentication.
         Subjects past their expiry are purged before this returns.
@@ -246,8 +319,14 @@ class Vault:
         given = MasterKey(keys.parse_master_key(master_key)) if master_key is not None else None
         if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days < 1:
             raise VaultError(f"retention_days must be a whole number of days >= 1, got {retention_days!r}")
-        if admin_token is not None and (not isinstance(admin_token, str) or len(admin_token) < ADMIN_TOKEN_MIN_CHARS):
-            raise VaultError(f"the admin token must be at least {ADMIN_TOKEN_MIN_CHARS} characters long")
+        if admin_token is not None:
+            _check_admin_token(admin_token)
+        if key_rotation_days is not None and (
+            isinstance(key_rotation_days, bool) or not isinstance(key_rotation_days, int) or key_rotation_days < 1
+        ):
+            raise VaultError(f"key_rotation_days must be a whole number of days >= 1 or None, got {key_rotation_days!r}")
+        if throttle is not None and not isinstance(throttle, Throttle):
+            raise VaultError("throttle must be a privacy.throttle.Throttle")
         try:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -272,7 +351,12 @@ class Vault:
             meta = cls._checked_meta(conn) or cls._initialise(conn, master, _checked_now(clock or _utc_now))
             cls._check_key(master, meta)  # again: another process may have initialised or rotated it meanwhile
             vault_secret = master.unwrap(meta["vault_secret"], _AAD_VAULT_SECRET, "the vault secret")
-            vault = cls(conn, data_dir, master, vault_secret, dev_mode, admin_token, retention_days, clock or _utc_now)
+            if "key_created" not in meta:
+                cls._record_key_created(conn, _checked_now(clock or _utc_now))
+            vault = cls(
+                conn, data_dir, master, vault_secret, dev_mode, admin_token, retention_days, clock or _utc_now,
+                key_rotation_days, throttle,
+            )
             with vault._session():
                 vault._load_all()
             vault.purge_expired()
@@ -343,12 +427,27 @@ class Vault:
                         ("key_check", master.check_value),
                         ("key_id", master.key_id.encode()),
                         ("vault_secret", master.wrap(vault_secret, _AAD_VAULT_SECRET)),
+                        ("key_created", _iso(now).encode()),
                     ],
                 )
                 audit.append(
                     conn, keys.derive_key(vault_secret, "audit"), now, "create", {"key_id": master.key_id}
                 )
         return Vault._checked_meta(conn)  # type: ignore[return-value]
+
+    @staticmethod
+    def _record_key_created(conn: sqlite3.Connection, now: datetime) -> None:
+        """For a vault made before key epochs: when its master key came into use, from the audit log.
+
+        The time of the last "create" or "rotate_key" entry; the current time when there is none
+        (a later date than the true one, so a rotation due date derived from it is never too early).
+        """
+        with store.transaction(conn):
+            row = conn.execute(
+                "SELECT at FROM audit WHERE event IN ('create', 'rotate_key') ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            created = row[0] if row is not None else _iso(now)
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_created', ?)", (created.encode(),))
 
     # ----------------------------------------------------------------------------- internals
 
@@ -366,13 +465,48 @@ class Vault:
     def _now(self) -> datetime:
         return _checked_now(self._clock)
 
+    def _rotated_error(self) -> MasterKeyError:
+        how = (
+            f"(the new key is in {self._data_dir / keys.KEY_FILE_NAME})" if self._dev_mode
+            else "with the new FACEDEMO_MASTER_KEY"
+        )
+        return MasterKeyError(f"the vault's master key was rotated by the operator; this app must be restarted {how}")
+
     def _assert_key_current(self, conn: sqlite3.Connection) -> None:
-        """Inside a write transaction: refuse to write when another process rotated the master key."""
+        """Inside a transaction: refuse to read or write when another process rotated the master key.
+
+        Once seen, the refusal sticks: everything this process holds was decrypted with the old key.
+        """
+        if self._rotated_elsewhere:
+            raise self._rotated_error()
         row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
         if row is None or not self._master.matches(bytes(row[0])):
-            raise MasterKeyError(
-                "the master key of this vault was changed by another process; reopen it with the new key"
-            )
+            self._rotated_elsewhere = True
+            raise self._rotated_error()
+
+    @contextlib.contextmanager
+    def _write(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """store.transaction, restoring the audit coalescer's counts when the transaction rolls back."""
+        saved = self._coalescer.state()
+        try:
+            with store.transaction(conn):
+                yield conn
+        except BaseException:
+            self._coalescer.restore(saved)
+            raise
+
+    def _append(self, conn: sqlite3.Connection, now: datetime, event: str, fields: dict[str, object]) -> None:
+        """Add an audit entry (inside `_write`), after any counted refusals whose interval has passed."""
+        self._coalescer.flush_due(conn, self._audit_key, now)
+        audit.append(conn, self._audit_key, now, event, fields)
+
+    def _refused(self, conn: sqlite3.Connection, event: str, fields: dict[str, object], subject_known: bool) -> None:
+        """Audit a refusal, coalesced: written at once, or counted for a later entry (see audit.Coalescer)."""
+        now = self._now()
+        if self._coalescer.absorb(event, now, subject_known):
+            return
+        with self._write(conn):
+            self._coalescer.record(conn, self._audit_key, now, event, fields, subject_known)
 
     def _changed(self) -> None:
         self._version += 1
@@ -455,41 +589,86 @@ class Vault:
     def _sync(self) -> None:
         """Bring the in-memory gallery up to date with what other processes committed (lock held)."""
         conn = self._conn
+        if self._rotated_elsewhere:
+            raise self._rotated_error()
         if store.data_version(conn) == self._seen_data_version:
             return
-        conn.execute("BEGIN")
-        try:
-            self._seen_data_version = store.data_version(conn)
+        with store.snapshot(conn):
+            seen = store.data_version(conn)
             self._assert_key_current(conn)
             in_db = {row[0] for row in conn.execute("SELECT subject_id FROM subjects")}
             removed = self._gallery.keys() - in_db
             added = {sid: self._read_subject(conn, sid) for sid in sorted(in_db - self._gallery.keys())}
-        finally:
-            conn.execute("COMMIT")
+        self._seen_data_version = seen  # only once the changes were read: a failure is retried next time
         for subject_id in removed:
             del self._gallery[subject_id]
         self._gallery.update(added)
         if removed or added:
             self._changed()
 
-    def _authorise(self, conn: sqlite3.Connection, subject_id: str, token: str | None, action: str) -> str:
-        """"subject" (deletion token) or "operator" (admin token); otherwise audit the refusal and raise."""
-        subject_id = subject_id if isinstance(subject_id, str) else ""
-        row = conn.execute("SELECT token_digest FROM subjects WHERE subject_id = ?", (subject_id,)).fetchone()
-        # An unknown subject is still compared against a dummy digest, so timing does not reveal which ids exist.
-        stored = bytes(row[0]) if row else bytes(32)
-        by_subject = erasure.token_matches(self._token_key, subject_id, token, stored)
-        if row is not None and by_subject:
-            return "subject"
-        if row is not None and erasure.is_operator(self._admin_token, token):
-            return "operator"
-        with store.transaction(conn):
-            # The id is recorded only when it names a subject: what a caller typed could be anything, even a name.
-            audit.append(
-                conn, self._audit_key, self._now(), f"{action}_refused",
-                {"subject_id": subject_id if row is not None else None, "subject_known": row is not None},
+    def _throttle_keys(self, first: str, client: object) -> list[str]:
+        client_key = throttle.client_key(client)
+        return [first] if client_key is None else [first, client_key]
+
+    def _authorise(
+        self, conn: sqlite3.Connection, action: str, subject_id: object, token: object, client: object,
+        operator_allowed: bool,
+    ) -> str:
+        """"subject" (deletion token) or "operator" (admin token, where allowed); otherwise audit, throttle and raise.
+
+        Malformed ids and tokens (not text, too long, lone surrogates, control characters) are
+        refused exactly like wrong ones. While the subject id or the client is locked out the
+        token is not looked at (TooManyAttempts).
+        """
+        id_ok = erasure.well_formed_subject_id(subject_id)
+        subject_key = f"subject:{subject_id}" if id_ok else "subject:malformed"
+        throttle_keys = self._throttle_keys(subject_key, client)
+        try:
+            self._throttle.check(throttle_keys, "subject id")
+        except TooManyAttempts as exc:
+            known = id_ok and conn.execute("SELECT 1 FROM subjects WHERE subject_id = ?", (subject_id,)).fetchone() is not None
+            self._refused(
+                conn, f"{action}_throttled",
+                {"subject_id": subject_id if known else None, "subject_known": known, "limit": exc.limit}, known,
             )
+            raise
+        token_ok = erasure.well_formed_token(token)
+        clean_id = subject_id if id_ok else ""
+        clean_token = token if token_ok else ""
+        row = conn.execute("SELECT token_digest FROM subjects WHERE subject_id = ?", (clean_id,)).fetchone()
+        # An unknown subject is still compared against a dummy digest, and the admin token is always
+        # compared, so timing reveals neither which ids exist nor which check passed.
+        stored = bytes(row[0]) if row else bytes(32)
+        by_subject = erasure.token_matches(self._token_key, clean_id, clean_token, stored) and token_ok
+        by_operator = erasure.is_operator(self._admin_token, clean_token) and token_ok and operator_allowed
+        if row is not None and by_subject:
+            self._throttle.success([subject_key])
+            return "subject"
+        if row is not None and by_operator:
+            return "operator"
+        self._throttle.failure(throttle_keys)
+        # The id is recorded only when it names a subject: what a caller typed could be anything, even a name.
+        self._refused(
+            conn, f"{action}_refused",
+            {"subject_id": clean_id if row is not None else None, "subject_known": row is not None}, row is not None,
+        )
         raise VaultError("unknown subject id or wrong token; nothing was changed")
+
+    def _authorise_operator(self, conn: sqlite3.Connection, action: str, token: object, client: object) -> None:
+        """Return when `token` is the admin token; otherwise audit, throttle and raise (as `_authorise`)."""
+        throttle_keys = self._throttle_keys("operator", client)
+        try:
+            self._throttle.check(throttle_keys, "operator account")
+        except TooManyAttempts as exc:
+            self._refused(conn, f"{action}_throttled", {"limit": exc.limit}, False)
+            raise
+        token_ok = erasure.well_formed_token(token)
+        if erasure.is_operator(self._admin_token, token if token_ok else "") and token_ok:
+            self._throttle.success(["operator"])
+            return
+        self._throttle.failure(throttle_keys)
+        self._refused(conn, f"{action}_refused", {}, False)
+        raise VaultError("listing subjects needs the operator's admin token (FACEDEMO_ADMIN_TOKEN)")
 
     @staticmethod
     def _delete_rows(conn: sqlite3.Connection, subject_ids: Sequence[str]) -> dict[str, int]:
@@ -566,13 +745,12 @@ class Vault:
                 ct = keys.seal(data_key, vector.astype("<f4").tobytes(), _aad_template(subject_id, record_id, model_id))
                 rows.append((record_id, subject_id, model_id, index, array.shape[1], ct))
                 manifest[model_id].append(record_id)
-        record = json.dumps({"name": clean_name, "templates": manifest}, ensure_ascii=False).encode("utf-8")
-        record_ct = keys.seal(data_key, record, _aad_record(subject_id))
+        record_ct = keys.seal(data_key, _padded_record(clean_name, manifest), _aad_record(subject_id))
         counts = {model_id: len(array) for model_id, array in vectors.items()}
         with self._session() as conn:
             now = self._now()
             expires = erasure.expiry(now, self._retention_days)
-            with store.transaction(conn):
+            with self._write(conn):
                 self._assert_key_current(conn)
                 for model_id, array in vectors.items():
                     stored = conn.execute(
@@ -598,36 +776,43 @@ class Vault:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
-                audit.append(conn, self._audit_key, now, "enrol", {"subject_id": subject_id, "templates": counts})
+                self._append(conn, now, "enrol", {"subject_id": subject_id, "templates": counts})
             self._gallery[subject_id] = _Subject(
                 clean_name, now, expires, {m: _read_only(a.copy()) for m, a in vectors.items()}
             )
             self._changed()
         return EnrolmentReceipt(subject_id, token, now, expires, counts, consent_version)
 
-    def describe(self, subject_id: str, token: str) -> dict[str, object]:
+    def describe(self, subject_id: str, token: str, *, client: str | None = None) -> dict[str, object]:
         """What is stored about the subject, without decrypting it: dates, consent, key id, counts, sizes (bytes).
 
-        token: the subject's deletion token or the admin token.
+        token: the subject's own deletion token; the admin token is refused like a wrong token.
+        client: the caller's identity for the throttle (see `Vault`). Refusals are audited.
+        Read in one snapshot, so a subject erased meanwhile by another process gives VaultError.
         """
         with self._session() as conn:
-            self._authorise(conn, subject_id, token, "describe")
-            created, expires, consent_version, consent_at, record_bytes = conn.execute(
-                "SELECT created, expires, consent_version, consent_at, length(record_ct) "
-                "FROM subjects WHERE subject_id = ?",
-                (subject_id,),
-            ).fetchone()
-            key_id, wrapped_bytes = conn.execute(
-                "SELECT key_id, length(wrapped_key) FROM subject_keys WHERE subject_id = ?", (subject_id,)
-            ).fetchone()
-            templates = {
-                model_id: {"count": count, "dimension": dim, "ciphertext_bytes": size}
-                for model_id, count, dim, size in conn.execute(
-                    "SELECT model_id, count(*), max(dim), sum(length(ct)) FROM templates WHERE subject_id = ? "
-                    "GROUP BY model_id ORDER BY model_id",
+            self._sync()
+            self._authorise(conn, "describe", subject_id, token, client, operator_allowed=False)
+            with store.snapshot(conn):
+                row = conn.execute(
+                    "SELECT s.created, s.expires, s.consent_version, s.consent_at, length(s.record_ct), k.key_id, "
+                    "length(k.wrapped_key) FROM subjects s LEFT JOIN subject_keys k USING (subject_id) "
+                    "WHERE s.subject_id = ?",
                     (subject_id,),
-                )
-            }
+                ).fetchone()
+                if row is None:
+                    raise VaultError("no subject with this id (it may have been erased)")
+                templates = {
+                    model_id: {"count": count, "dimension": dim, "ciphertext_bytes": size}
+                    for model_id, count, dim, size in conn.execute(
+                        "SELECT model_id, count(*), max(dim), sum(length(ct)) FROM templates WHERE subject_id = ? "
+                        "GROUP BY model_id ORDER BY model_id",
+                        (subject_id,),
+                    )
+                }
+        created, expires, consent_version, consent_at, record_bytes, key_id, wrapped_bytes = row
+        if key_id is None:
+            raise VaultError(f"subject {subject_id} has no data key: the vault has been tampered with or corrupted")
         return {
             "subject_id": subject_id,
             "created": created,
@@ -640,23 +825,23 @@ class Vault:
             "templates": templates,
         }
 
-    def export(self, subject_id: str, token: str) -> dict[str, object]:
+    def export(self, subject_id: str, token: str, *, client: str | None = None) -> dict[str, object]:
         """The subject's own data, decrypted: name, dates, consent and templates (model id -> k lists of D floats).
 
-        token: the subject's deletion token or the admin token. Audited.
+        token: the subject's own deletion token; the admin token is refused like a wrong token.
+        client: the caller's identity for the throttle (see `Vault`). Audited, refusals too.
         """
         with self._session() as conn:
-            by = self._authorise(conn, subject_id, token, "export")
-            with store.transaction(conn):
+            self._sync()
+            by = self._authorise(conn, "export", subject_id, token, client, operator_allowed=False)
+            with self._write(conn):
+                self._assert_key_current(conn)
                 subject = self._read_subject(conn, subject_id)
                 consent_version, consent_at = conn.execute(
                     "SELECT consent_version, consent_at FROM subjects WHERE subject_id = ?", (subject_id,)
                 ).fetchone()
                 counts = {m: len(a) for m, a in subject.templates.items()}
-                audit.append(
-                    conn, self._audit_key, self._now(), "export",
-                    {"subject_id": subject_id, "by": by, "templates": counts},
-                )
+                self._append(conn, self._now(), "export", {"subject_id": subject_id, "by": by, "templates": counts})
         return {
             "subject_id": subject_id,
             "name": subject.name,
@@ -666,28 +851,38 @@ class Vault:
             "templates": {m: a.tolist() for m, a in subject.templates.items()},
         }
 
-    def forget(self, subject_id: str, token: str, probe: Probe) -> ErasureReceipt:
+    def forget(self, subject_id: str, token: str, probe: Probe, *, client: str | None = None) -> ErasureReceipt:
         """Erase a subject and return a signed receipt that says what was removed and what the probe found.
 
         token: the subject's deletion token or the admin token; otherwise VaultError, nothing is
-        deleted and the attempt is audited. In one transaction the subject's wrapped data key and
-        every row are deleted; then the WAL is truncated and the in-memory gallery updated. Finally
-        `probe(model_id, templates)` is called per model with the deleted (k x D float32) templates,
-        outside the vault's lock; it must return, per template, the subject id the current gallery
-        identifies it as, or None. If the probe raises, the erasure has still happened (see the audit log).
+        deleted and the attempt is audited. client: the caller's identity for the throttle (see
+        `Vault`). In one transaction the subject's wrapped data key and every row are deleted; then
+        the WAL is truncated and the in-memory gallery updated. Finally `probe(model_id, templates)`
+        is called per model with the deleted (k x D float32) templates, outside the vault's lock; it
+        must return, per template, the subject id the current gallery identifies at the app's
+        threshold, or None. If the probe raises, the erasure has still happened (see the audit log).
+        The receipt's claims are about the live vault; copies made before stay readable with the
+        master key named in it until that key is retired (see `ErasureReceipt`).
         """
         with self._session() as conn:
-            by = self._authorise(conn, subject_id, token, "forget")
+            self._sync()
+            by = self._authorise(conn, "forget", subject_id, token, client, operator_allowed=True)
             receipt_id = keys.random_id(12)
             erased_at = self._now()
-            with store.transaction(conn):
+            with self._write(conn):
                 self._assert_key_current(conn)
+                master_key_id = self._master.key_id
+                key_created = conn.execute("SELECT value FROM meta WHERE key = 'key_created'").fetchone()
                 # Decrypted from the database (not the gallery) so that the probe uses exactly what was stored.
                 doomed = self._read_subject(conn, subject_id)
                 rows_deleted = self._delete_rows(conn, [subject_id])
                 templates_deleted = rows_deleted["templates"]
-                audit.append(
-                    conn, self._audit_key, erased_at, "forget",
+                left = {
+                    table: conn.execute(f"SELECT count(*) FROM {table} WHERE subject_id = ?", (subject_id,)).fetchone()[0]
+                    for table in ("subject_keys", "templates", "subjects")
+                }
+                self._append(
+                    conn, erased_at, "forget",
                     {"subject_id": subject_id, "by": by, "receipt_id": receipt_id, "templates": templates_deleted},
                 )
             checkpointed = store.checkpoint(conn)
@@ -705,6 +900,10 @@ class Vault:
             for array in doomed.templates.values():
                 array.flags.writeable = True
                 array.fill(0.0)
+        rotation_due = None
+        if self._key_rotation_days is not None and key_created is not None:
+            created = datetime.fromisoformat(bytes(key_created[0]).decode())
+            rotation_due = (created + timedelta(days=self._key_rotation_days)).astimezone(timezone.utc)
         receipt = ErasureReceipt(
             receipt_id=receipt_id,
             subject_id=subject_id,
@@ -712,8 +911,14 @@ class Vault:
             authorised_by=by,
             rows_deleted=rows_deleted,
             templates_deleted=templates_deleted,
-            key_destroyed=rows_deleted["subject_keys"] == 1,
+            live_key_deleted=rows_deleted["subject_keys"] == 1 and left["subject_keys"] == 0,
+            live_rows_deleted=rows_deleted["subjects"] == 1 and not any(left.values()),
             wal_checkpointed=checkpointed,
+            master_key_id=master_key_id,
+            master_key_rotation_due=rotation_due,
+            copies_before_erasure=erasure.copies_statement(
+                master_key_id, rotation_due, self._key_rotation_days, erased_at
+            ),
             probe=erasure.summarise_probe(subject_id, matches),
         )
         return erasure.sign(self._receipt_key, receipt)
@@ -726,7 +931,7 @@ class Vault:
         """Erase every subject whose expiry has passed (as forget does, without probe); their ids. Audited."""
         with self._session() as conn:
             now = self._now()
-            with store.transaction(conn):
+            with self._write(conn):
                 expired = [
                     row[0]
                     for row in conn.execute(
@@ -735,8 +940,8 @@ class Vault:
                 ]
                 if expired:
                     rows_deleted = self._delete_rows(conn, expired)
-                    audit.append(
-                        conn, self._audit_key, now, "purge",
+                    self._append(
+                        conn, now, "purge",
                         {"subject_ids": expired, "count": len(expired), "templates": rows_deleted["templates"]},
                     )
             if expired:
@@ -746,11 +951,13 @@ class Vault:
                 self._changed()
         return expired
 
-    def list_subjects(self, admin_token: str) -> list[dict[str, object]]:
-        """Operator only: subject_id, name, created, expires and template counts of every subject. Audited."""
+    def list_subjects(self, admin_token: str, *, client: str | None = None) -> list[dict[str, object]]:
+        """Operator only: subject_id, name, created, expires and template counts of every subject.
+
+        client: the caller's identity for the throttle (see `Vault`). Audited, refusals too.
+        """
         with self._session() as conn:
-            if not erasure.is_operator(self._admin_token, admin_token):
-                raise VaultError("listing subjects needs the operator's admin token (FACEDEMO_ADMIN_TOKEN)")
+            self._authorise_operator(conn, "list_subjects", admin_token, client)
             self._sync()
             listing = [
                 {
@@ -762,8 +969,8 @@ class Vault:
                 }
                 for sid, s in self._gallery.items()
             ]
-            with store.transaction(conn):
-                audit.append(conn, self._audit_key, self._now(), "list_subjects", {"count": len(listing)})
+            with self._write(conn):
+                self._append(conn, self._now(), "list_subjects", {"count": len(listing)})
         return listing
 
     def rotate_master_key(self, new_key: str) -> int:
@@ -771,14 +978,18 @@ class Vault:
 
         Templates are not re-encrypted. Afterwards the old key is refused at open. In development
         mode `<data_dir>/master.key` is replaced by the new key; otherwise the caller must store
-        `new_key` as FACEDEMO_MASTER_KEY. Audited.
+        `new_key` as FACEDEMO_MASTER_KEY. The rotation time is recorded (meta `key_created`) for the
+        receipts' rotation due date. Copies of the database made before still open with the old key:
+        destroy it (and backups of it) to retire it. Other processes using the vault refuse to work
+        until restarted with the new key. Audited.
         """
         new = MasterKey(keys.parse_master_key(new_key))
         with self._session() as conn:
             if new.matches(self._master.check_value):
                 raise VaultError("the new master key is the key already in use")
             old_key_id = self._master.key_id
-            with store.transaction(conn):
+            now = self._now()
+            with self._write(conn):
                 self._assert_key_current(conn)
                 wrapped = conn.execute("SELECT subject_id, wrapped_key FROM subject_keys").fetchall()
                 for subject_id, blob in wrapped:
@@ -796,8 +1007,13 @@ class Vault:
                         (new.key_id.encode(), "key_id"),
                     ],
                 )
-                audit.append(
-                    conn, self._audit_key, self._now(), "rotate_key",
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('key_created', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (_iso(now).encode(),),
+                )
+                self._append(
+                    conn, now, "rotate_key",
                     {"old_key_id": old_key_id, "new_key_id": new.key_id, "subjects": len(wrapped)},
                 )
                 if self._dev_mode:
@@ -809,10 +1025,31 @@ class Vault:
                 keys.promote_pending_key(self._data_dir)
         return len(wrapped)
 
-    def audit_verify(self) -> AuditReport:
-        """Check the audit log's HMAC chain; the report names the first broken entry (0-based)."""
-        with self._session() as conn:
-            return audit.verify(conn, self._audit_key)
+    def audit_verify(self, full: bool = False) -> AuditReport:
+        """Check the audit log's HMAC chain; the report names the first broken entry (0-based).
+
+        The first call, and every call with full=True (the CLI's `audit --verify`, the page's
+        "verify again"), recomputes every entry. Later calls check only that the last entry found
+        intact before is unchanged, plus the entries added since (see `audit.check`): milliseconds
+        instead of seconds for a long log. It reads on its own read-only connection in one snapshot,
+        so the vault's other operations do not wait for it.
+        """
+        with self._audit_lock:
+            if self._conn is None:
+                raise VaultError("the vault is closed")
+            try:
+                reader = store.connect(self._data_dir / store.DB_FILE_NAME, read_only=True)
+                try:
+                    with store.snapshot(reader):
+                        report, checkpoint = audit.check(
+                            reader, self._audit_key, None if full else self._audit_checkpoint
+                        )
+                finally:
+                    reader.close()
+            except sqlite3.Error as exc:
+                raise VaultError(_sqlite_message(exc)) from None
+            self._audit_checkpoint = checkpoint
+            return report
 
     def audit_entries(self) -> list[dict[str, object]]:
         """The audit log, oldest first: seq, at, event, fields (ids and counts only)."""
@@ -820,9 +1057,17 @@ class Vault:
             return audit.entries(conn)
 
     def close(self) -> None:
-        """Close the database and drop the decrypted gallery; later calls raise VaultError. Idempotent."""
+        """Write counted refusals, close the database and drop the decrypted gallery; later calls raise VaultError.
+
+        Idempotent.
+        """
         with self._lock:
             if self._conn is not None:
+                if self._coalescer.pending():
+                    # Counted refusals not yet written; a failure here must not keep the vault open.
+                    with contextlib.suppress(sqlite3.Error, VaultError):
+                        with self._write(self._conn) as conn:
+                            self._coalescer.flush_all(conn, self._audit_key, self._now())
                 self._conn.close()
                 self._conn = None
             self._gallery.clear()

@@ -85,7 +85,7 @@ def test_four_threads_enrolling_and_forgetting_leave_exactly_the_kept_subjects(t
                 receipt = vault.enroll(f"w{worker} s{i}", {MODEL: random_templates(rng)}, "v1", True)
                 if i % 2:
                     erased = vault.forget(receipt.subject_id, receipt.deletion_token, probe)
-                    assert erased.key_destroyed and not erased.probe["matched_subject"]
+                    assert erased.live_key_deleted and erased.live_rows_deleted and not erased.probe["matched_subject"]
                 else:
                     kept[worker].add(receipt.subject_id)
                 vault.subjects(MODEL)  # readers interleave with writers

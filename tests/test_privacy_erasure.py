@@ -15,7 +15,7 @@ from privacy.vault import Vault, VaultError
 
 MODEL = "test_model"
 KEY = generate_master_key()
-ADMIN = "operator-token-for-tests"
+ADMIN = "khasTnqz8H5W7u9Ro7mbRrDJOaAox5SP2FZUnkKfudc"  # secrets.token_urlsafe(32), generated once
 
 
 def random_templates(seed: int, k: int = 3, dim: int = 128) -> np.ndarray:
@@ -74,7 +74,8 @@ def table_counts(data_dir: Path) -> dict[str, int]:
         return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("subjects", "subject_keys", "templates")}
 
 
-def test_forget_with_wrong_token_deletes_nothing_and_is_audited(vault, tmp_path):
+def test_forget_with_wrong_token_deletes_nothing_and_is_audited(tmp_path):
+    vault = Vault.open(tmp_path, master_key=KEY, admin_token=ADMIN)
     receipt = vault.enroll("A", {MODEL: random_templates(1)}, "v1", True)
     before = table_counts(tmp_path)
     for wrong in ("wrong", "", None, receipt.deletion_token[:-1]):
@@ -82,8 +83,13 @@ def test_forget_with_wrong_token_deletes_nothing_and_is_audited(vault, tmp_path)
             vault.forget(receipt.subject_id, wrong, no_probe)
     assert table_counts(tmp_path) == before
     assert [s.subject_id for s in vault.subjects(MODEL)] == [receipt.subject_id]
-    refused = [e for e in vault.audit_entries() if e["event"] == "forget_refused"]
-    assert len(refused) == 4 and refused[0]["fields"] == {"subject_id": receipt.subject_id, "subject_known": True}
+    first = [e for e in vault.audit_entries() if e["event"] == "forget_refused"]
+    assert [e["fields"] for e in first] == [{"subject_id": receipt.subject_id, "subject_known": True, "count": 1}]
+    vault.close()  # writes the repeats counted within the minute as one entry
+    with Vault.open(tmp_path, master_key=KEY) as reopened:
+        refused = [e for e in reopened.audit_entries() if e["event"] == "forget_refused"]
+    assert len(refused) == 2 and sum(e["fields"]["count"] for e in refused) == 4
+    assert refused[1]["fields"] == {"count": 3, "repeats_of": refused[0]["seq"], "subjects_known": 3}
 
 
 def test_one_subjects_token_cannot_forget_another_subject(vault):
@@ -99,7 +105,7 @@ def test_refused_forget_of_an_unknown_id_does_not_log_what_was_typed(vault):
         vault.forget("Ada Lovelace", "token", no_probe)
     entry = vault.audit_entries()[-1]
     assert entry["event"] == "forget_refused"
-    assert entry["fields"] == {"subject_id": None, "subject_known": False}
+    assert entry["fields"] == {"subject_id": None, "subject_known": False, "count": 1}
 
 
 def test_forget_with_right_token_removes_subject_from_gallery_and_bumps_version(vault):
@@ -158,13 +164,13 @@ def test_without_a_configured_admin_token_no_token_but_the_subjects_own_works(tm
             v.list_subjects(None)
 
 
-def test_receipt_states_rows_deleted_key_destroyed_and_wal_checkpointed(vault):
+def test_receipt_states_rows_deleted_live_key_deleted_and_wal_checkpointed(vault):
     receipt = vault.enroll("A", {MODEL: random_templates(1, k=2), "other": random_templates(2, k=1, dim=64)}, "v1", True)
     erasure = vault.forget(receipt.subject_id, receipt.deletion_token, nearest_subject_probe(vault))
     assert isinstance(erasure, ErasureReceipt)
     assert erasure.rows_deleted == {"subjects": 1, "subject_keys": 1, "templates": 3}
     assert erasure.templates_deleted == 3
-    assert erasure.key_destroyed and erasure.wal_checkpointed
+    assert erasure.live_key_deleted and erasure.live_rows_deleted and erasure.wal_checkpointed
     assert erasure.probe == {"templates_probed": 3, "matched_subject": False, "matched_other": 0}
     assert erasure.authorised_by == "subject"
 
@@ -194,7 +200,8 @@ def test_receipt_signature_verifies_after_json_and_fails_when_edited(vault):
     receipt = vault.enroll("A", {MODEL: random_templates(1)}, "v1", True)
     data = json.loads(json.dumps(vault.forget(receipt.subject_id, receipt.deletion_token, no_probe).to_dict()))
     assert vault.verify_receipt(data)
-    for field, value in [("subject_id", "someone-else"), ("key_destroyed", False), ("templates_deleted", 2)]:
+    for field, value in [("subject_id", "someone-else"), ("live_key_deleted", False), ("templates_deleted", 2),
+                         ("copies_before_erasure", "no copies exist"), ("master_key_id", "0" * 16)]:
         assert not vault.verify_receipt({**data, field: value})
     assert not vault.verify_receipt({k: v for k, v in data.items() if k != "signature"})
     assert not vault.verify_receipt("not a receipt")

@@ -199,7 +199,7 @@ def test_deletion_tokens_and_receipts_from_before_rotation_still_work(tmp_path):
         v.rotate_master_key(new)
     with Vault.open(tmp_path, master_key=new) as v:
         assert v.verify_receipt(receipt)
-        assert v.forget(b.subject_id, b.deletion_token, no_probe).key_destroyed
+        assert v.forget(b.subject_id, b.deletion_token, no_probe).live_key_deleted
 
 
 def test_rotation_in_development_mode_replaces_the_key_file(tmp_path):

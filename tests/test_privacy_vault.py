@@ -14,7 +14,7 @@ from privacy.vault import StoredSubject, Vault, VaultError
 MODEL = "test_model"
 DIM = 128
 KEY = generate_master_key()
-ADMIN = "operator-token-for-tests"
+ADMIN = "khasTnqz8H5W7u9Ro7mbRrDJOaAox5SP2FZUnkKfudc"  # secrets.token_urlsafe(32), generated once
 
 
 def random_templates(seed: int, k: int = 3, dim: int = DIM) -> np.ndarray:
