@@ -160,8 +160,8 @@ def _check_admin_token(token: object) -> None:
         raise VaultError(f"the admin token must be at least {ADMIN_TOKEN_MIN_CHARS} characters long; {hint}")
     if not erasure.well_formed_token(token):
         raise VaultError(
-            f"the admin token must be at most {ADMIN_TOKEN_MAX_CHARS} characters of text without control "
-            f"characters; {hint}"
+            f"the admin token must be at most {ADMIN_TOKEN_MAX_CHARS} characters of UTF-8 text without control "
+            f"characters or lone surrogates; {hint}"
         )
     bits = strength.entropy_bits(token)
     if bits < ADMIN_TOKEN_MIN_BITS:
@@ -262,7 +262,7 @@ class Vault:
         self._audit_lock = threading.Lock()  # audit_verify runs on its own connection, beside the main lock
         self._audit_checkpoint: audit.Checkpoint | None = None
         self._coalescer = audit.Coalescer()
-        self._throttle = guard or Throttle()
+        self._throttle = guard if guard is not None else Throttle()
         self._key_rotation_days = key_rotation_days
         self._rotated_elsewhere = False
         self._conn: sqlite3.Connection | None = conn

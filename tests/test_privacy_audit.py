@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +160,151 @@ def test_log_keeps_verifying_after_new_entries_follow_a_reopen(tmp_path):
     with open_vault(tmp_path) as v:
         v.enroll("Later", {MODEL: random_templates(9)}, "v1", True)
         assert v.audit_verify().ok
+
+
+# --------------------------------------------------------------------- coalesced refusals
+
+
+class Clock:
+    """A settable vault clock (timezone-aware UTC)."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def refusal_counts(entries: list[dict], *events: str) -> int:
+    return sum(e["fields"]["count"] for e in entries if e["event"] in events)
+
+
+def test_500_wrong_tokens_in_one_interval_add_two_entries_that_count_500(tmp_path):
+    from privacy.throttle import Throttle, ThrottlePolicy
+
+    clock = Clock()
+    lenient = Throttle(ThrottlePolicy(free_failures=10**6, global_failures_per_minute=10**6))
+    with Vault.open(tmp_path, master_key=KEY, admin_token=ADMIN, clock=clock, throttle=lenient) as v:
+        receipt = v.enroll("A", {MODEL: random_templates(1)}, "v1", True)
+        before = len(v.audit_entries())
+        for i in range(500):
+            with pytest.raises(VaultError, match="wrong token"):
+                v.forget(receipt.subject_id, f"wrong-{i}", no_probe)
+        assert len(v.audit_entries()) == before + 1  # the first at once, the repeats counted
+    with open_vault(tmp_path) as v:
+        entries = v.audit_entries()
+        assert v.audit_verify().ok
+    refused = [e for e in entries if e["event"] == "forget_refused"]
+    assert len(refused) == 2 and refusal_counts(entries, "forget_refused") == 500
+    assert refused[1]["fields"] == {"count": 499, "repeats_of": refused[0]["seq"], "subjects_known": 499}
+
+
+def test_refusals_past_the_throttle_are_audited_as_throttled_and_still_counted(tmp_path):
+    from privacy.throttle import Throttle
+
+    stopped = Throttle(clock=lambda: 1000.0)  # no lock runs out during the test, however slow the machine
+    with Vault.open(tmp_path, master_key=KEY, admin_token=ADMIN, throttle=stopped) as v:
+        receipt = v.enroll("A", {MODEL: random_templates(1)}, "v1", True)
+        for i in range(500):
+            with pytest.raises(VaultError):  # wrong token, then too many attempts
+                v.describe(receipt.subject_id, f"wrong-{i}", client="203.0.113.7")
+    with open_vault(tmp_path) as v:
+        entries = v.audit_entries()
+        assert v.audit_verify().ok
+    kinds = [e["event"] for e in entries if e["event"].startswith("describe_")]
+    assert kinds == ["describe_refused", "describe_throttled", "describe_refused", "describe_throttled"]
+    assert refusal_counts(entries, "describe_refused", "describe_throttled") == 500
+    assert refusal_counts(entries, "describe_refused") == 6  # the free failures and the one that locked
+
+
+def test_counted_repeats_are_written_at_the_first_audit_write_after_the_interval(tmp_path):
+    clock = Clock()
+    with Vault.open(tmp_path, master_key=KEY, admin_token=ADMIN, clock=clock) as v:
+        for _ in range(3):
+            with pytest.raises(VaultError):
+                v.list_subjects("not-the-admin-token")
+        clock.now += timedelta(seconds=30)
+        v.enroll("A", {MODEL: random_templates(1)}, "v1", True)  # within the interval: repeats stay counted
+        clock.now += timedelta(seconds=31)
+        v.enroll("B", {MODEL: random_templates(2)}, "v1", True)
+        events = [(e["event"], e["fields"].get("count")) for e in v.audit_entries()]
+    assert events[1:] == [("list_subjects_refused", 1), ("enrol", None), ("list_subjects_refused", 2), ("enrol", None)]
+
+
+def test_a_refusal_after_the_interval_writes_the_count_and_opens_a_new_interval(tmp_path):
+    clock = Clock()
+    with Vault.open(tmp_path, master_key=KEY, admin_token=ADMIN, clock=clock) as v:
+        receipt = v.enroll("A", {MODEL: random_templates(1)}, "v1", True)
+        for _ in range(3):
+            with pytest.raises(VaultError):
+                v.export(receipt.subject_id, "wrong-token")
+        clock.now += timedelta(seconds=60)
+        with pytest.raises(VaultError):
+            v.export(receipt.subject_id, "wrong-token")
+        counts = [e["fields"]["count"] for e in v.audit_entries() if e["event"] == "export_refused"]
+    assert counts == [1, 2, 1]
+
+
+# ------------------------------------------------------------------ incremental verification
+
+
+def test_incremental_check_detects_an_edited_new_entry(tmp_path):
+    entries = make_history(tmp_path)
+    with open_vault(tmp_path) as v:
+        assert v.audit_verify().ok  # full: sets the checkpoint
+        v.enroll("Later", {MODEL: random_templates(9)}, "v1", True)
+        v.enroll("Later still", {MODEL: random_templates(10)}, "v1", True)
+        assert v.audit_verify() == audit.AuditReport(True, entries + 2, None, None)
+        v.enroll("Last", {MODEL: random_templates(11)}, "v1", True)
+        tamper(tmp_path, ("UPDATE audit SET fields = '{}' WHERE seq = ?", (entries + 3,)))
+        report = v.audit_verify()
+    assert not report.ok and report.first_broken == entries + 2
+
+
+def test_full_check_detects_an_edited_old_entry_that_the_incremental_check_skips(tmp_path):
+    make_history(tmp_path)
+    with open_vault(tmp_path) as v:
+        assert v.audit_verify().ok
+        tamper(tmp_path, ("UPDATE audit SET fields = '{}' WHERE seq = 2", ()))
+        assert v.audit_verify().ok  # by design: old entries are not recomputed incrementally
+        report = v.audit_verify(full=True)
+        assert not report.ok and report.first_broken == 1
+        assert not v.audit_verify().ok  # no checkpoint after a failed check: full again
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM audit WHERE seq = 2",  # count no longer matches the last sequence number
+        "UPDATE audit SET at = '2000-01-01T00:00:00.000000+00:00' WHERE seq = (SELECT max(seq) FROM audit)",
+        "DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit)",
+    ],
+)
+def test_incremental_check_detects_removed_entries_and_an_edited_checkpoint_entry(tmp_path, statement):
+    make_history(tmp_path)
+    with open_vault(tmp_path) as v:
+        assert v.audit_verify().ok
+        tamper(tmp_path, (statement, ()))
+        assert not v.audit_verify().ok
+
+
+def test_audit_check_does_not_wait_for_the_vaults_lock(tmp_path):
+    import threading
+
+    make_history(tmp_path)
+    with open_vault(tmp_path) as v:
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with v._lock:  # as a long enrolment would
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait(10)
+        try:
+            assert v.audit_verify(full=True).ok
+        finally:
+            release.set()
+            holder.join()
