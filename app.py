@@ -50,7 +50,7 @@ def serve(uploads: UploadFolder, started: float) -> int:
         with tempfile.TemporaryDirectory(prefix="facedemo-examples-") as examples_dir:
             demo.warm_up()
             demo.start_retention_timer()
-            handlers = ui.Handlers(demo, upload_dir=uploads.path)
+            handlers = ui.Handlers(demo, uploads)
             page = ui.build(handlers, ui.write_examples(Path(examples_dir)))
             page.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
             # What building the page put in the folder (gradio's copies of the example photos) stays.

@@ -42,6 +42,9 @@ class Config:
     master_key: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
     retention_days: int = 365
+    # Days between master-key rotations the operator commits to; erasure receipts then give the date
+    # by which copies of the vault made before an erasure become unreadable. None: no schedule.
+    key_rotation_days: int | None = None
     # Decision threshold of the active model, in that model's own unit (see recognition.MODELS);
     # None means the model's calibrated default.
     threshold: float | None = None
@@ -61,6 +64,7 @@ class Config:
             master_key=env.get("FACEDEMO_MASTER_KEY") or None,
             admin_token=env.get("FACEDEMO_ADMIN_TOKEN") or None,
             retention_days=_number(env, "FACEDEMO_RETENTION_DAYS", 365, int, 1, 36500),
+            key_rotation_days=_number(env, "FACEDEMO_KEY_ROTATION_DAYS", None, int, 1, 3650),
             threshold=_number(env, "FACEDEMO_THRESHOLD", None, float, 0.0, 4.0),
             model=env.get("FACEDEMO_MODEL") or cls.model,
             max_image_bytes=_number(env, "FACEDEMO_MAX_IMAGE_BYTES", cls.max_image_bytes, int, 1024),

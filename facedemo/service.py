@@ -97,6 +97,7 @@ def open_vault(config: Config, clock: Callable[[], datetime] | None = None) -> V
         master_key=config.master_key,
         admin_token=config.admin_token,
         retention_days=config.retention_days,
+        key_rotation_days=config.key_rotation_days,
         clock=clock,
     )
 

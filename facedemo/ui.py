@@ -7,8 +7,8 @@ endpoints `/detect`, `/recognize`, `/enroll`, `/forget` and `/export`, which ret
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-import threading
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -23,6 +23,7 @@ from facedemo.images import ImageError
 from facedemo.pipeline import Analysis, FaceAnalysis
 from facedemo.recognition import MODELS, ThresholdError, model_spec
 from facedemo.service import CONSENT_TEXT, CONSENT_VERSION, EnrolmentError, FaceDemo, PhotoVerdict
+from facedemo.uploads import UploadFolder, UploadGone
 from privacy import VaultError
 
 # The errors FaceDemo raises for things a person can fix; their messages are written for people.
@@ -47,9 +48,6 @@ EXPORT_DOWNLOAD_JS = """(data) => {
   link.remove();
   setTimeout(() => URL.revokeObjectURL(link.href), 10000);
 }"""
-# Gradio files uploads by content, so two visitors sending the same photo share one file: an
-# enrolment deletes its photos after this grace, long enough for a queued twin request to read it.
-UPLOAD_GRACE_S = 120.0
 
 TABLE_HEADERS = ["face", "box (x1, y1, x2, y2) px", "confidence", "identity", "distance", "margin"]
 VERDICT_HEADERS = ["photo", "file", "used", "reason"]
@@ -94,8 +92,13 @@ def _user_errors(handler: Callable) -> Callable:
             return handler(*args, **kwargs)
         except USER_ERRORS as exc:
             raise _refusal(_for_people(str(exc))) from None
+        except UploadGone:
+            raise _refusal(UPLOAD_GONE) from None
 
     return wrapper
+
+
+UPLOAD_GONE = "That photo is no longer on the server (each upload is deleted once it is used): please add it again."
 
 
 def _required(value: str | None, what: str) -> str:
@@ -117,15 +120,18 @@ def _label(fa: FaceAnalysis) -> str:
 class Handlers:
     """Every event handler of the page, bound to one FaceDemo.
 
-    upload_dir: where gradio keeps uploaded files; enrolment photos found there are deleted
-    `upload_grace_s` seconds after they are enrolled, because the app promises not to keep photos. Files
-    elsewhere (a test's own photos, say) are never touched.
+    uploads: the app's upload folder. Each handler holds the uploads it reads while it reads them;
+    they are deleted when the request ends, refused or not, because the app promises not to keep
+    photos (files elsewhere, a test's own photos say, are never touched). None: nothing is deleted.
     """
 
-    def __init__(self, demo: FaceDemo, upload_dir: Path | None = None, upload_grace_s: float = UPLOAD_GRACE_S) -> None:
+    def __init__(self, demo: FaceDemo, uploads: UploadFolder | None = None) -> None:
         self.demo = demo
-        self.upload_dir = upload_dir.resolve() if upload_dir else None
-        self.upload_grace_s = upload_grace_s
+        self.uploads = uploads
+
+    def _using(self, *photos: Any) -> contextlib.AbstractContextManager:
+        """Hold the request's uploads while they are read; deleted at the end (UploadFolder.claim)."""
+        return self.uploads.claim(*photos) if self.uploads is not None else contextlib.nullcontext()
 
     # ---------------------------------------------------------------- tab "Detect vs Recognize"
 
@@ -141,7 +147,8 @@ class Handlers:
         """
         if photo is None:
             raise _refusal("Please add a photo first: upload a file, use the webcam or paste from the clipboard.")
-        image = self.demo.load_image(photo)
+        with self._using(photo):
+            image = self.demo.load_image(photo)
         # The session keeps only a display-sized copy: a 40-megapixel upload would otherwise sit in memory.
         shown = Shown(render.fit(image), self.demo.analyse(image, threshold))
         if not shown.analysis.faces:
@@ -222,13 +229,12 @@ class Handlers:
             progress((done, total), desc="Checking photos and computing templates", unit="photos")
 
         try:
-            outcome = self.demo.enroll(name, photos, consent=bool(consent), progress=report)
-        except USER_ERRORS as exc:
-            verdicts = getattr(exc, "verdicts", ())
-            message = f"**Not enrolled.** {_for_people(str(exc))}. Nothing was stored; add your photos again."
-            return self.verdict_rows(verdicts, photos), message, "", "", gr.update(), None, gr.update()
-        finally:
-            self._discard_uploads(photos)
+            with self._using(photos):
+                outcome = self.demo.enroll(name, photos, consent=bool(consent), progress=report)
+        except (*USER_ERRORS, UploadGone) as exc:
+            reason = UPLOAD_GONE if isinstance(exc, UploadGone) else f"{_for_people(str(exc))}."
+            message = f"**Not enrolled.** {reason} Nothing was stored; add your photos again."
+            return self.verdict_rows(getattr(exc, "verdicts", ()), photos), message, "", "", gr.update(), None, gr.update()
         receipt = outcome.receipt.to_dict()
         return (
             self.verdict_rows(outcome.verdicts, photos),
@@ -261,18 +267,6 @@ class Handlers:
             "so nobody can show it to you again. With the subject id and the token you can see, export and "
             "delete your data in the *My data* tab; without it, only the operator can delete it before it expires."
         )
-
-    def _discard_uploads(self, paths: Sequence[Any]) -> None:
-        if self.upload_dir is None:
-            return
-        for item in paths:
-            if not isinstance(item, (str, Path)):
-                continue
-            path = Path(item).resolve()
-            if path.is_relative_to(self.upload_dir):
-                timer = threading.Timer(self.upload_grace_s, path.unlink, kwargs={"missing_ok": True})
-                timer.daemon = True
-                timer.start()
 
     # ------------------------------------------------------------------------- tab "My data"
 
@@ -336,7 +330,7 @@ class Handlers:
         return (
             f"**Your data was deleted** on {receipt['erased_at'][:10]} at {receipt['erased_at'][11:19]} UTC: "
             f"your name, your {receipt['templates_deleted']} templates and your key are gone from the live vault. "
-            f"{check}.\n\n{_copies_sentence(receipt)}\n\nThe signed receipt below proves it; keep it."
+            f"{check}.\n\n{receipt['copies_before_erasure']}\n\nThe signed receipt below proves it; keep it."
         )
 
     @_user_errors
@@ -378,7 +372,8 @@ class Handlers:
 
         box: x1, y1, x2, y2 and landmarks: five (x, y), in original-image pixels; score: 0..1.
         """
-        analysis = self.demo.detect(_required_photo(photo))
+        with self._using(photo):
+            analysis = self.demo.detect(_required_photo(photo))
         return {
             "width": analysis.width,
             "height": analysis.height,
@@ -393,7 +388,8 @@ class Handlers:
 
         threshold: None for the default, else a number from 0 to the model's ceiling (refused above it).
         """
-        analysis = self.demo.analyse(_required_photo(photo), threshold)
+        with self._using(photo):
+            analysis = self.demo.analyse(_required_photo(photo), threshold)
         result = analysis.to_dict()
         result["faces"] = [
             {"face": n, **face, "label": _label(fa)}
@@ -406,8 +402,8 @@ class Handlers:
         """Enrol: the receipt (subject_id, deletion_token, created_at, expires_at, templates_stored,
         consent_text_version) and photos: [{photo (from 1), accepted, reason}]."""
         photos = list(photos or [])
-        outcome = self.demo.enroll(name, photos, consent=bool(consent))
-        self._discard_uploads(photos)
+        with self._using(photos):
+            outcome = self.demo.enroll(name, photos, consent=bool(consent))
         return {
             **outcome.receipt.to_dict(),
             "photos": [{"photo": v.index + 1, "accepted": v.accepted, "reason": v.reason} for v in outcome.verdicts],
@@ -514,6 +510,7 @@ def _model_card() -> str:
 
 def _how_it_works(demo: FaceDemo) -> str:
     retention = demo.config.retention_days
+    ceiling = model_spec(demo.model_id).max_threshold
     key_line = (
         "⚠️ **Development mode**: no `FACEDEMO_MASTER_KEY` is set, so the master key is a file next to the data. "
         "Do not enrol real people here."
@@ -533,17 +530,23 @@ def _how_it_works(demo: FaceDemo) -> str:
 
 ### Privacy notice
 - **What is stored**: for each person who enrolled with consent, their name and one template per accepted photo
-  and model, the consent record (text version `{CONSENT_VERSION}`), and dates. **Photos are never stored** with
-  your data: enrolment photos are deleted from the upload folder two minutes after enrolment, and photos
-  uploaded for analysis leave the app's temporary folder within about 25 minutes.
+  and model, the consent record (text version `{CONSENT_VERSION}`), and dates. **Photos are never stored**: a
+  photo you send is read in memory and its upload is deleted when your request ends, from a folder that only
+  this app can read; rendered results live only in this app's private folder.
 - **Encryption**: every person has their own random 256-bit key (AES-256-GCM) that encrypts their name and
   templates; that key is stored only wrapped by the master key. {key_line}
+- **Who sees what**: recognition shows a name only for a face closer than the threshold to that person, and the
+  threshold cannot be set above **{ceiling:.2f}** (beyond it strangers would be named); it never shows the ids that
+  unlock a person's data. Only you, with your subject id and deletion token, can see or export your data; the
+  operator can list who is enrolled and delete anyone, but cannot see or export templates. Wrong tokens are
+  slowed down and logged.
 - **Retention**: enrolments are deleted automatically {retention} days after enrolment.
-- **Your rights**: with your subject id and deletion token (the *My data* tab) you can see what is stored,
-  export it as JSON, and delete it. Deletion destroys your key and every row in one transaction and returns
-  a signed receipt, which also shows that your deleted templates no longer match anyone.
-- **Audit**: enrolments, exports, deletions and purges are logged without names, photos or templates, in a
-  chain of HMACs so that an edited or removed entry is detected.
+- **Deletion**: *My data* deletes your key, name and templates from the live vault in one transaction and gives a
+  signed receipt, which also says whether your deleted templates still come close to anyone enrolled. Copies of
+  the vault made before the deletion (backups) still hold your wrapped key until the operator retires the master
+  key of that time; the receipt names that key.
+- **Audit**: enrolments, exports, deletions, purges and refused attempts are logged without names, photos or
+  templates, in a chain of HMACs so that an edited or removed entry is detected.
 """
 
 

@@ -31,9 +31,6 @@ from tests.app_server import ADMIN_TOKEN
 
 # Below the 19 MB upload sent by the size test (the default limit, 20 MiB, is above it).
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
-CLAIMS_IN_UI = pytest.mark.xfail(
-    strict=True, reason="facedemo/ui.py's handlers do not yet hold their uploads with UploadFolder.claim",
-)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +146,6 @@ def test_each_upload_gets_a_random_path_of_its_own(app, folder, photo):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-@CLAIMS_IN_UI
 def test_a_photo_is_deleted_when_the_detect_request_that_used_it_ends(app, folder, client, photo):
     before = upload_dirs(folder)
     result = client.predict(handle_file(str(photo)), api_name="/detect")
@@ -157,7 +153,6 @@ def test_a_photo_is_deleted_when_the_detect_request_that_used_it_ends(app, folde
     assert upload_dirs(folder) == before
 
 
-@CLAIMS_IN_UI
 def test_the_photos_of_a_refused_enrolment_are_deleted_when_it_ends(app, folder, photo):
     path = uploaded(app.url, "grace.jpg", photo.read_bytes())
     message = call(app.url, "enroll", ["Grace Hopper", [file_data(path)], False])  # no consent

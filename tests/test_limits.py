@@ -9,7 +9,7 @@ from privacy.keys import generate_master_key
 from privacy.vault import NAME_MAX_CHARS
 from tests import hostile
 
-ADMIN = "operator-token-for-limit-tests"
+from tests.app_server import ADMIN_TOKEN as ADMIN
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -14,9 +14,9 @@ from PIL import Image
 from facedemo import ui
 from facedemo.config import Config
 from facedemo.service import FaceDemo
+from facedemo.uploads import UploadFolder
 from privacy.keys import generate_master_key
-
-ADMIN_TOKEN = "operator-token-for-tests-0123456789"
+from tests.app_server import ADMIN_TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,8 @@ def face_demo(workdir) -> FaceDemo:
 
 @pytest.fixture(scope="module")
 def handlers(face_demo, workdir) -> ui.Handlers:
-    h = ui.Handlers(face_demo, upload_dir=workdir / "uploads")
+    h = ui.Handlers(face_demo)
     yield h
-    h.close()
 
 
 @pytest.fixture(scope="module")
@@ -299,19 +298,41 @@ def test_enrol_reports_progress_photo_by_photo(handlers, photo_files):
     assert calls[0] == (0, 2) and calls[-1] == (2, 2)
 
 
-def test_enrol_deletes_uploaded_photos_after_the_grace_but_never_files_outside_the_upload_folder(
-    handlers, photo_files, monkeypatch
+@pytest.fixture
+def upload_folder(workdir):
+    folder = UploadFolder.create(workdir / "gradio")
+    yield folder
+    folder.close()
+
+
+def uploaded(folder: UploadFolder, source: Path) -> str:
+    """A copy of `source` where gradio would have stored an upload of it."""
+    target = folder.path / f"up-{source.stem}" / source.name
+    target.parent.mkdir()
+    target.write_bytes(source.read_bytes())
+    return str(target)
+
+
+@pytest.mark.parametrize("consent", [True, False])
+def test_enrolment_deletes_its_uploads_when_the_request_ends_enrolled_or_refused(
+    face_demo, upload_folder, photo_files, consent
 ):
-    monkeypatch.setattr(handlers, "upload_grace_s", 0.2)
-    handlers.upload_dir.mkdir(parents=True, exist_ok=True)
-    uploaded = handlers.upload_dir / "upload.png"
-    uploaded.write_bytes(photo_files["grace_hopper"].read_bytes())
-    _, _, subject_id, token, _ = handlers.enroll("Grace Hopper", [str(uploaded), str(photo_files["grace_hopper"])], True)
-    handlers.forget(subject_id, token)
-    assert uploaded.exists()  # a queued request with the same photo may still need it
-    time.sleep(1.0)
-    assert not uploaded.exists()
-    assert photo_files["grace_hopper"].exists()
+    handlers = ui.Handlers(face_demo, upload_folder)
+    photos = [uploaded(upload_folder, photo_files["grace_hopper"]), str(photo_files["grace_hopper"])]
+    _, _, subject_id, token, *_ = handlers.enroll("Grace Hopper", photos, consent)
+    if consent:
+        handlers.forget(subject_id, token)
+    assert not Path(photos[0]).exists()
+    assert photo_files["grace_hopper"].exists()  # never a file outside the upload folder
+
+
+def test_analysis_deletes_its_upload_and_a_second_use_asks_for_it_again(face_demo, upload_folder, photo_files):
+    handlers = ui.Handlers(face_demo, upload_folder)
+    photo = uploaded(upload_folder, photo_files["astronaut"])
+    handlers.analyse(photo, None, False)
+    assert not Path(photo).exists()
+    with pytest.raises(gr.Error, match="no longer on the server"):
+        handlers.api_recognize(photo, None)
 
 
 # -------------------------------------------------------------------------------- My data
@@ -344,24 +365,51 @@ def test_ids_and_tokens_pasted_with_spaces_are_accepted(handlers, enrolled):
     assert handlers.describe(f" {subject_id}\n", f"{token} ")["subject_id"] == subject_id
 
 
-def test_export_file_is_the_subjects_json_and_disappears_after_its_lifetime(handlers, enrolled, monkeypatch):
+def test_export_for_the_page_is_the_subjects_json_and_writes_no_file(handlers, enrolled, workdir):
     subject_id, token = enrolled
-    monkeypatch.setattr(ui, "EXPORT_LIFETIME_S", 0.5)
-    path = Path(handlers.export_file(subject_id, token))
-    data = json.loads(path.read_text(encoding="utf-8"))
+    before = {p for p in workdir.rglob("*")}
+    data, note = handlers.export_download(subject_id, token)
     assert data["subject_id"] == subject_id and data["name"] == "Eileen Collins"
     assert set(data) == {"subject_id", "name", "created", "expires", "consent", "templates"}  # no photos
-    deadline = time.monotonic() + 10
-    while path.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not path.exists()
+    assert "kept no copy" in note
+    assert {p for p in workdir.rglob("*")} - before == set()
+
+
+def test_only_the_subjects_own_token_exports_or_describes(handlers, enrolled):
+    subject_id, _ = enrolled
+    for call in (handlers.export, handlers.describe, handlers.export_download):
+        with pytest.raises(gr.Error, match="wrong token"):
+            call(subject_id, ADMIN_TOKEN)
+
+
+def test_deleting_from_the_page_clears_what_it_showed_and_explains_the_receipt(handlers, photo_files):
+    result = handlers.api_enroll("Grace Hopper", [str(photo_files["grace_hopper"])], True)
+    text, receipt, stored, export, export_note, token, confirm = handlers.forget_mine(
+        result["subject_id"], result["deletion_token"]
+    )
+    assert text.startswith("**Your data was deleted**")
+    assert "none of them matches you any more" in text
+    assert receipt["master_key_id"] in text  # what deletion does not reach yet, named
+    assert (stored, export, export_note, token) == (None, None, None, "")
+    assert confirm == gr.update(visible=False)
+
+
+def test_the_receipt_text_explains_a_match_with_another_enrolled_person():
+    receipt = {
+        "erased_at": "2026-11-29T20:00:00.000000+00:00", "templates_deleted": 2,
+        "probe": {"templates_probed": 2, "matched_subject": False, "matched_other": 1},
+        "copies_before_erasure": "Copies made before this erasure still hold the wrapped key.",
+    }
+    text = ui.Handlers.erasure_text(receipt)
+    assert "none of them matches you any more" in text
+    assert "1 of 2 came closer than the threshold to another enrolled person" in text
 
 
 def test_forget_returns_the_receipt_and_the_person_is_unknown_afterwards(handlers, photo_files, enrolled):
     subject_id, token = enrolled
     receipt = handlers.forget(subject_id, token)
     assert receipt["subject_id"] == subject_id
-    assert receipt["key_destroyed"] is True
+    assert receipt["live_key_deleted"] is True and receipt["live_rows_deleted"] is True
     assert receipt["probe"]["matched_subject"] is False
     _, _, rows, _, _ = handlers.analyse(str(photo_files["astronaut"]), None, False)
     assert rows[0][3] == "Unknown"
@@ -407,7 +455,6 @@ def test_development_mode_is_announced_on_the_page(face_demo, tmp_path):
         assert dev_demo.dev_mode
         assert any("Development mode" in text for text in markdown_texts(ui.build(dev_handlers)))
     finally:
-        dev_handlers.close()
         dev_demo.close()
 
 
