@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from privacy import VaultError, audit, erasure, keys, store, strength, throttle
+from privacy import VaultError, audit, erasure, keys, store, strength
 from privacy.audit import AuditReport
 from privacy.erasure import ErasureReceipt
 from privacy.keys import MasterKey, MasterKeyError
-from privacy.throttle import Throttle, TooManyAttempts
+from privacy.throttle import Throttle, TooManyAttempts, client_key
 
 __all__ = [
     "AuditReport",
@@ -255,14 +255,14 @@ class Vault:
         retention_days: int,
         clock: Callable[[], datetime],
         key_rotation_days: int | None = None,
-        guard: Throttle | None = None,
+        limiter: Throttle | None = None,
     ) -> None:
         """Internal: use `Vault.open`."""
         self._lock = threading.RLock()
         self._audit_lock = threading.Lock()  # audit_verify runs on its own connection, beside the main lock
         self._audit_checkpoint: audit.Checkpoint | None = None
         self._coalescer = audit.Coalescer()
-        self._throttle = guard if guard is not None else Throttle()
+        self._throttle = limiter if limiter is not None else Throttle()
         self._key_rotation_days = key_rotation_days
         self._rotated_elsewhere = False
         self._conn: sqlite3.Connection | None = conn
@@ -607,8 +607,8 @@ class Vault:
             self._changed()
 
     def _throttle_keys(self, first: str, client: object) -> list[str]:
-        client_key = throttle.client_key(client)
-        return [first] if client_key is None else [first, client_key]
+        key = client_key(client)
+        return [first] if key is None else [first, key]
 
     def _authorise(
         self, conn: sqlite3.Connection, action: str, subject_id: object, token: object, client: object,
