@@ -2,15 +2,38 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 from pathlib import Path
 
 from facedemo.config import Config, ConfigError
 
 
+# Secrets are read from these when not given on the command line, where every local user can see
+# them (ps, /proc/PID/cmdline); on a terminal the user is asked instead.
+TOKEN_ENV = "FACEDEMO_TOKEN"
+NEW_KEY_ENV = "FACEDEMO_NEW_MASTER_KEY"
+VISIBLE = "Other users of this machine can read command-line arguments (ps, /proc/PID/cmdline)"
+
+
 class CliError(Exception):
     """A problem the user can fix; printed as one line."""
+
+
+def _secret(given: str | None, env_name: str, what: str) -> str:
+    """A secret from its option, else from the environment variable `env_name`, else typed at a
+    prompt when stdin is a terminal. Surrounding spaces and line breaks (a copied token) are dropped."""
+    value = (given or os.environ.get(env_name) or "").strip()
+    if value:
+        return value
+    if sys.stdin is not None and sys.stdin.isatty():
+        value = getpass.getpass(f"{what[:1].upper()}{what[1:]} (not shown): ").strip()
+        if value:
+            return value
+        raise CliError(f"no {what} given")
+    raise CliError(f"no {what}: set {env_name}, or run this on a terminal to be asked for it")
 
 
 def _print_json(data) -> None:
@@ -121,17 +144,23 @@ def _with_vault(config: Config, action):
         vault.close()
 
 
+def _token(args) -> str:
+    return _secret(args.token, TOKEN_ENV, "deletion token (or the operator's admin token)")
+
+
 def cmd_forget(args, config: Config) -> int:
+    token = _token(args)
     demo = _service(config)
     try:
-        _print_json(demo.forget(args.subject_id, args.token))
+        _print_json(demo.forget(args.subject_id, token))
     finally:
         demo.close()
     return 0
 
 
 def cmd_export(args, config: Config) -> int:
-    _print_json(_with_vault(config, lambda v: v.export(args.subject_id, args.token)))
+    token = _token(args)
+    _print_json(_with_vault(config, lambda v: v.export(args.subject_id, token)))
     return 0
 
 
@@ -154,13 +183,23 @@ def cmd_audit(args, config: Config) -> int:
 def cmd_rotate_key(args, config: Config) -> int:
     from privacy.keys import generate_master_key
 
-    new_key = args.new_key or generate_master_key()
+    chosen = (args.new_key or os.environ.get(NEW_KEY_ENV) or "").strip()
+    new_key = chosen or generate_master_key()
     rewrapped, dev_mode = _with_vault(config, lambda v: (v.rotate_master_key(new_key), v.dev_mode))
     print(f"re-wrapped the data keys of {rewrapped} subject(s) under the new master key", file=sys.stderr)
     if dev_mode:
         print(f"development mode: the new key replaced {config.data_dir}/master.key", file=sys.stderr)
-    elif not args.new_key:
-        print("store this as FACEDEMO_MASTER_KEY now; the old key no longer opens the vault:", file=sys.stderr)
+        store = "nothing to store (master.key holds it)"
+    else:
+        store = "set FACEDEMO_MASTER_KEY to the new key wherever the app runs (a Space secret, say)"
+    print(
+        "Running app processes still hold the old key: they refuse recognition, enrolment and deletion "
+        f"until restarted with the new one. Now: 1. {store}; 2. restart every app process using this vault; "
+        "3. destroy the old key, and retire backups of the data directory made with it.",
+        file=sys.stderr,
+    )
+    if not dev_mode and not chosen:
+        print("the new key (shown once; the old key no longer opens the vault):", file=sys.stderr)
         print(new_key)
     return 0
 
@@ -220,47 +259,62 @@ def cmd_bench(args, config: Config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    data_help = "where the encrypted vault lives (default: FACEDEMO_DATA_DIR or ./data)"
     parser = argparse.ArgumentParser(prog="python -m facedemo", description="Face detection vs recognition.")
-    parser.add_argument("--data-dir", help="where the encrypted vault lives (default: FACEDEMO_DATA_DIR or ./data)")
+    parser.add_argument("--data-dir", help=data_help)
+    # Also accepted after the sub-command; SUPPRESS keeps a value given before it when not repeated.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=argparse.SUPPRESS, help=data_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("detect", help="find faces: boxes, landmarks, confidence")
+    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    p = add("detect", help="find faces: boxes, landmarks, confidence")
     p.add_argument("image")
     p.add_argument("--json", action="store_true", help="print {'faces': [...]} as JSON")
     p.set_defaults(run=cmd_detect)
 
-    p = sub.add_parser("identify", help="find faces and say who they are")
+    p = add("identify", help="find faces and say who they are")
     p.add_argument("image")
     p.add_argument("--json", action="store_true")
     p.add_argument("--gallery", help="person-per-folder photos to match against (default: the enrolled vault)")
     p.add_argument("--threshold", type=float, help="decision threshold in the model's distance unit")
     p.set_defaults(run=cmd_identify)
 
-    p = sub.add_parser("enroll", help="enrol a person (needs --consent); prints subject id and deletion token")
+    p = add("enroll", help="enrol a person (needs --consent); prints subject id and deletion token")
     p.add_argument("name")
     p.add_argument("images", nargs="+")
     p.add_argument("--consent", action="store_true", help="the person agrees to have face templates stored")
     p.set_defaults(run=cmd_enroll)
 
-    p = sub.add_parser("forget", help="delete a person's data; prints the erasure receipt")
+    token_help = (f"the deletion token, or the operator's admin token. {VISIBLE}: prefer {TOKEN_ENV}, "
+                  "or leave it out to be asked for it on a terminal")
+    token_note = f"The token is read from --token, else {TOKEN_ENV}, else asked for on a terminal."
+    p = add("forget", help="delete a person's data; prints the erasure receipt", epilog=token_note)
     p.add_argument("subject_id")
-    p.add_argument("--token", required=True, help="the deletion token, or the operator's admin token")
+    p.add_argument("--token", help=token_help)
     p.set_defaults(run=cmd_forget)
 
-    p = sub.add_parser("export", help="a person's own stored data as JSON")
+    p = add("export", help="a person's own stored data as JSON", epilog=token_note)
     p.add_argument("subject_id")
-    p.add_argument("--token", required=True)
+    p.add_argument("--token", help=token_help)
     p.set_defaults(run=cmd_export)
 
-    p = sub.add_parser("audit", help="print the audit log, or check its chain with --verify")
+    p = add("audit", help="print the audit log, or check its chain with --verify")
     p.add_argument("--verify", action="store_true")
     p.set_defaults(run=cmd_audit)
 
-    p = sub.add_parser("rotate-key", help="re-wrap every subject key under a new master key")
-    p.add_argument("--new-key", help="urlsafe base64 of 32 bytes (default: generate one)")
+    p = add(
+        "rotate-key", help="re-wrap every subject key under a new master key",
+        epilog="Running app processes refuse recognition, enrolment and deletion until restarted with the new key.",
+    )
+    p.add_argument("--new-key", help=(
+        f"the new key, urlsafe base64 of 32 bytes (default: {NEW_KEY_ENV}, else a new random key, printed once). "
+        f"{VISIBLE}: prefer {NEW_KEY_ENV}"))
     p.set_defaults(run=cmd_rotate_key)
 
-    p = sub.add_parser("evaluate", help="accuracy on a person-per-folder dataset")
+    p = add("evaluate", help="accuracy on a person-per-folder dataset")
     p.add_argument("dataset")
     p.add_argument("--json", help="write the report to this file")
     p.add_argument("--plot", help="write ROC and distance histograms to this PNG")
@@ -271,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "report its loss and top-1 beside the pretrained CNNs'")
     p.set_defaults(run=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="speed benchmark (medians, milliseconds)")
+    p = add("bench", help="speed benchmark (medians, milliseconds)")
     p.add_argument("--json", help="write the figures to this file")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per figure")
     p.set_defaults(run=cmd_bench)
