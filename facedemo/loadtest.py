@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import secrets
 import statistics
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from facedemo.launch import running_app
 
-ADMIN_TOKEN = "operator-token-for-the-load-test"
+ADMIN_TOKEN = secrets.token_urlsafe(32)  # a fresh operator token each run, strong enough for the vault
 # The mix of operations, by weight. Each forget erases a subject this run enrolled; when none is
 # waiting, the slot enrols instead, so the run never forgets what it did not create.
 MIX = {"detect": 0.35, "recognize": 0.35, "enroll": 0.15, "forget": 0.15}

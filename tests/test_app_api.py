@@ -80,7 +80,7 @@ def test_enroll_then_recognize_then_forget_then_recognize_again_says_unknown(cli
     assert faces[0]["distance"] < result["threshold"] < faces[1]["distance"]
 
     erasure = client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
-    assert erasure["subject_id"] == receipt["subject_id"] and erasure["key_destroyed"] is True
+    assert erasure["subject_id"] == receipt["subject_id"] and erasure["live_key_deleted"] is True
     assert erasure["probe"]["matched_subject"] is False
 
     faces = recognize(client, examples["group"])["faces"]

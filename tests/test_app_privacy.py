@@ -95,7 +95,7 @@ def test_the_admin_token_cannot_describe_someone_elses_data(app, eileen):
 
 @pytest.mark.parametrize("subject_id", ["\ud800", "a\x00b", "x" * 10_000])
 def test_a_malformed_subject_id_is_refused_like_a_wrong_one(app, subject_id):
-    with pytest.raises(raw_client.EventFailed, match="unknown subject id or wrong token"):
+    with pytest.raises(raw_client.EventFailed, match="(?i)unknown subject id or wrong token"):
         raw_client.call(app.url, "forget", [subject_id, "\udfff"])
 
 

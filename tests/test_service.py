@@ -66,7 +66,7 @@ def test_sharpness_separates_sharp_from_blurred_chips(grace_hopper):
 def test_forgotten_person_is_no_longer_recognised_and_the_probe_says_so(demo, astronaut):
     receipt = demo.enroll("Eileen Collins", [astronaut], consent=True).receipt
     erasure = demo.forget(receipt.subject_id, receipt.deletion_token)
-    assert erasure["key_destroyed"] and erasure["probe"]["matched_subject"] is False
+    assert erasure["live_key_deleted"] and erasure["probe"]["matched_subject"] is False
     assert demo.analyse(astronaut).faces[0].decision.identity is None
     with pytest.raises(VaultError):
         demo.export(receipt.subject_id, receipt.deletion_token)
