@@ -157,9 +157,10 @@ def _private_base(path: Path) -> Path:
 
 
 def _operator_base(path: Path) -> Path:
-    """An operator's own GRADIO_TEMP_DIR: created 0700 when missing; when it exists (through links,
-    their choice) it must be a directory we own that others cannot write to. Others may list it:
-    the instance folders inside are 0700."""
+    """The base folder in an operator's own GRADIO_TEMP_DIR (created 0700 when missing; links are
+    their choice and followed): the folder itself when we own it and others cannot write to it
+    (others may list it: the instance folders inside are 0700); in a shared sticky folder such as
+    /tmp, a private `facedemo-UID` inside it; anything else is refused."""
     path = path.expanduser()
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -169,6 +170,8 @@ def _operator_base(path: Path) -> Path:
     st = os.stat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise UploadFolderError(f"GRADIO_TEMP_DIR {path} is not a directory")
+    if st.st_mode & stat.S_ISVTX and st.st_mode & 0o002:
+        return _private_base(path / f"facedemo-{os.geteuid()}")
     if st.st_uid != os.geteuid():
         raise UploadFolderError(f"GRADIO_TEMP_DIR {path} belongs to another user (uid {st.st_uid})")
     if st.st_mode & 0o022:

@@ -133,6 +133,14 @@ def test_an_operators_gradio_temp_dir_gets_an_instance_folder_inside(tmp_path):
         UploadFolder.create(operator)
 
 
+def test_an_operators_shared_sticky_temp_dir_gets_a_private_base_inside(tmp_path):
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp or /dev/shm
+    with UploadFolder.create(shared) as f:
+        assert f.path.parent == shared / f"facedemo-{os.geteuid()}" and mode(f.path.parent) == 0o700
+
+
 # ----------------------------------------------------------------------- crash clean-up
 
 
