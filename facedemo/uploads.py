@@ -22,7 +22,6 @@ GRADIO_TEMP_DIR once, at import).
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
