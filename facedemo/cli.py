@@ -104,8 +104,10 @@ def cmd_identify(args, config: Config) -> int:
         finally:
             demo.close()
     if args.json:
-        _print_json({"faces": [fa.to_dict() for fa in analysis.faces], "model": analysis.model_id,
-                     "threshold": analysis.threshold, "faces_skipped": analysis.faces_skipped})
+        # The CLI holds the vault (or the gallery folder) itself, so its output may name subject ids.
+        _print_json({"faces": [fa.to_dict(include_subject_id=True) for fa in analysis.faces],
+                     "model": analysis.model_id, "threshold": analysis.threshold,
+                     "faces_skipped": analysis.faces_skipped})
     else:
         print("\n".join(_face_lines(analysis, with_identity=True)))
     return 0
