@@ -553,7 +553,8 @@ def _how_it_works(demo: FaceDemo) -> str:
 def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
     """The whole page around the handlers' FaceDemo; `examples` are photo files offered under the upload.
 
-    Gradio's cache (uploads and the images it sends) is swept every 10 minutes of files older than 15.
+    The app's upload folder sweeps what Gradio writes there (facedemo.uploads); Gradio's own
+    sweep (every 10 minutes, files older than 15) is the fallback where no UploadFolder is used.
     """
     demo = h.demo
     # The slider stops at the model's ceiling: beyond it, strangers would be named as enrolled people.
