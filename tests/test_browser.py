@@ -4,8 +4,10 @@ With FACEDEMO_SCREENSHOTS=DIR set, each tab is also saved as DIR/<tab>.png (the 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -108,10 +110,26 @@ def test_clicking_the_group_example_shows_both_faces(page):
     assert [row[0] for row in wait_for_faces(page, 2)] == ["1", "2"]
 
 
-def test_moving_the_threshold_re_decides_in_the_page(page, app, examples):
+@contextlib.contextmanager
+def enrolled_through_the_api(app, name: str, photo: str):
+    """`name` enrolled from `photo` through the named API: the receipt; erased afterwards."""
     client = Client(app.url, verbose=False)
-    receipt = client.predict("Grace Hopper", [handle_file(examples["grace_hopper"])], True, api_name="/enroll")
+    receipt = client.predict(name, [handle_file(photo)], True, api_name="/enroll")
     try:
+        yield receipt
+    finally:
+        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+        client.close()
+
+
+def open_my_data(page, receipt: dict) -> None:
+    open_tab(page, "My data")
+    fill(page, "my-subject", receipt["subject_id"])
+    fill(page, "my-token", receipt["deletion_token"])
+
+
+def test_moving_the_threshold_re_decides_in_the_page(page, app, examples):
+    with enrolled_through_the_api(app, "Grace Hopper", examples["grace_hopper"]):
         analyse(page, examples["grace_hopper"], faces=1)
         identity = page.locator("#faces-table [role=gridcell][data-col='3']")
         expect(identity).to_have_text(["Grace Hopper"])
@@ -120,9 +138,6 @@ def test_moving_the_threshold_re_decides_in_the_page(page, app, examples):
         threshold.press("Enter")
         expect(identity).to_have_text(["Unknown"])
         expect(page.locator("#summary")).to_contain_text("at threshold 0.00")
-    finally:
-        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
-        client.close()
 
 
 def test_a_file_that_is_not_an_image_shows_a_clear_message_and_no_stack_trace(page, tmp_path):
@@ -162,7 +177,8 @@ def test_enrol_then_delete_through_the_page(page, examples):
     analyse(page, examples["group"], faces=2)
     identities = page.locator("#faces-table [role=gridcell][data-col='3']")
     expect(identities).to_have_text(["Eileen Collins", "Unknown"])
-    assert subject_id not in page.content()  # the key to her data is no recognition result
+    for result in ("#faces-table", "#summary"):  # the key to her data is no recognition result
+        assert subject_id not in page.locator(result).inner_text()
     snapshot(page, "detect-vs-recognize")
 
     open_tab(page, "My data")
@@ -191,20 +207,13 @@ def test_enrol_then_delete_through_the_page(page, examples):
 
 
 def test_cancelling_the_deletion_deletes_nothing(page, app, examples):
-    client = Client(app.url, verbose=False)
-    receipt = client.predict("Grace Hopper", [handle_file(examples["grace_hopper"])], True, api_name="/enroll")
-    try:
-        open_tab(page, "My data")
-        fill(page, "my-subject", receipt["subject_id"])
-        fill(page, "my-token", receipt["deletion_token"])
+    with enrolled_through_the_api(app, "Grace Hopper", examples["grace_hopper"]) as receipt:
+        open_my_data(page, receipt)
         page.click("#forget-button")
         page.click("#forget-cancel")
         expect(page.locator("#forget-confirm-row")).to_be_hidden()
         page.click("#describe-button")
         page.locator("#stored").get_by_text("key_id").wait_for()
-    finally:
-        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
-        client.close()
 
 
 def test_a_refused_enrolment_leaves_no_photo_to_slip_into_the_next_one(page, examples):
@@ -216,26 +225,19 @@ def test_a_refused_enrolment_leaves_no_photo_to_slip_into_the_next_one(page, exa
     fill(page, "enrol-name", "Peggy Whitson")
     page.locator("#enrol-consent input[type=checkbox]").check()
     page.click("#enrol-button")
-    expect(page.locator("#receipt")).to_contain_text("add at least one photo")
+    expect(page.locator("#receipt")).to_contain_text(re.compile("add at least one photo", re.IGNORECASE))
     assert page.locator("#receipt-subject").get_by_role("textbox").input_value() == ""
 
 
 def test_export_downloads_in_the_browser_from_the_response(page, app, examples):
-    client = Client(app.url, verbose=False)
-    receipt = client.predict("Grace Hopper", [handle_file(examples["grace_hopper"])], True, api_name="/enroll")
-    try:
-        open_tab(page, "My data")
-        fill(page, "my-subject", receipt["subject_id"])
-        fill(page, "my-token", receipt["deletion_token"])
+    with enrolled_through_the_api(app, "Grace Hopper", examples["grace_hopper"]) as receipt:
+        open_my_data(page, receipt)
         with page.expect_download() as download:
             page.click("#export-button")
         data = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
         assert data["name"] == "Grace Hopper" and data["subject_id"] == receipt["subject_id"]
         assert download.value.url.startswith("blob:")  # made in the page; no server URL to fetch again
         expect(page.locator("#export-note")).to_contain_text("kept no copy")
-    finally:
-        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
-        client.close()
 
 
 def test_how_it_works_says_whether_the_audit_log_verifies(page):
