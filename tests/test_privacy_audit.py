@@ -5,25 +5,16 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from privacy import audit
 from privacy.keys import generate_master_key
 from privacy.vault import Vault, VaultError
+from tests.privacy_helpers import Clock, no_probe, random_templates
 
 MODEL = "test_model"
 KEY = generate_master_key()
 ADMIN = "khasTnqz8H5W7u9Ro7mbRrDJOaAox5SP2FZUnkKfudc"  # secrets.token_urlsafe(32), generated once
-
-
-def random_templates(seed: int, k: int = 3, dim: int = 128) -> np.ndarray:
-    """(k x dim) float32 random vectors standing in for face templates."""
-    return np.random.default_rng(seed).standard_normal((k, dim)).astype(np.float32)
-
-
-def no_probe(model_id: str, templates: np.ndarray) -> list[None]:
-    return [None] * len(templates)
 
 
 def open_vault(data_dir: Path) -> Vault:
@@ -163,16 +154,6 @@ def test_log_keeps_verifying_after_new_entries_follow_a_reopen(tmp_path):
 
 
 # --------------------------------------------------------------------- coalesced refusals
-
-
-class Clock:
-    """A settable vault clock (timezone-aware UTC)."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def refusal_counts(entries: list[dict], *events: str) -> int:

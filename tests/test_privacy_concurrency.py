@@ -8,10 +8,9 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
-
 from privacy.keys import generate_master_key
 from privacy.vault import Vault
+from tests.privacy_helpers import nearest_subject_probe, random_templates
 
 MODEL = "test_model"
 DIM = 128
@@ -45,24 +44,6 @@ def enrol_loop(data_dir: Path, first: int, count: int) -> subprocess.Popen:
     )
 
 
-def random_templates(rng: np.random.Generator, k: int = 2) -> np.ndarray:
-    """(k x 128) float32 random vectors standing in for face templates."""
-    return rng.standard_normal((k, DIM)).astype(np.float32)
-
-
-def nearest_subject_probe(vault: Vault):
-    """Identify each template as the subject with an identical stored template, or None."""
-
-    def probe(model_id: str, templates: np.ndarray) -> list[str | None]:
-        gallery = vault.subjects(model_id)
-        return [
-            next((s.subject_id for s in gallery if np.linalg.norm(s.templates - t, axis=1).min() < 1e-3), None)
-            for t in templates
-        ]
-
-    return probe
-
-
 def assert_whole_subjects(vault: Vault) -> dict[str, str]:
     """Every subject decrypted with the template count its name implies; subject id -> name."""
     subjects = vault.subjects(MODEL)
@@ -76,13 +57,13 @@ def test_four_threads_enrolling_and_forgetting_leave_exactly_the_kept_subjects(t
     vault = Vault.open(tmp_path, master_key=KEY)
     kept: list[set[str]] = [set() for _ in range(4)]
     errors: list[BaseException] = []
-    probe = nearest_subject_probe(vault)
+    probe = nearest_subject_probe(vault, max_distance=1e-3)  # identical templates only
 
     def work(worker: int) -> None:
-        rng = np.random.default_rng(worker)
         try:
             for i in range(50):
-                receipt = vault.enroll(f"w{worker} s{i}", {MODEL: random_templates(rng)}, "v1", True)
+                templates = random_templates(1000 * worker + i, k=2)
+                receipt = vault.enroll(f"w{worker} s{i}", {MODEL: templates}, "v1", True)
                 if i % 2:
                     erased = vault.forget(receipt.subject_id, receipt.deletion_token, probe)
                     assert erased.live_key_deleted and erased.live_rows_deleted and not erased.probe["matched_subject"]
@@ -136,15 +117,14 @@ def test_two_processes_enrolling_into_one_vault_lose_nothing(tmp_path):
 
 
 def test_changes_by_another_connection_appear_in_an_open_vault(tmp_path):
-    rng = np.random.default_rng(0)
     app = Vault.open(tmp_path, master_key=KEY)
     cli = Vault.open(tmp_path, master_key=KEY)  # a second connection, as a CLI process would have
     version = app.version
-    receipt = cli.enroll("person 1", {MODEL: random_templates(rng, k=2)}, "v1", True)
+    receipt = cli.enroll("person 1", {MODEL: random_templates(0, k=2)}, "v1", True)
     assert [s.subject_id for s in app.subjects(MODEL)] == [receipt.subject_id]
     assert app.version > version
     version = app.version
-    cli.forget(receipt.subject_id, receipt.deletion_token, nearest_subject_probe(cli))
+    cli.forget(receipt.subject_id, receipt.deletion_token, nearest_subject_probe(cli, max_distance=1e-3))
     assert app.subjects(MODEL) == []
     assert app.version > version
     app.close()

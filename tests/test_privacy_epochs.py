@@ -6,33 +6,14 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from privacy.erasure import RECEIPT_VERSION
 from privacy.keys import MasterKey, MasterKeyError, generate_master_key, parse_master_key
 from privacy.vault import Vault, VaultError
+from tests.privacy_helpers import Clock, no_probe, random_templates
 
 MODEL = "test_model"
-
-
-class Clock:
-    """A settable vault clock (timezone-aware UTC)."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def random_templates(seed: int, k: int = 2, dim: int = 32) -> np.ndarray:
-    """(k x dim) float32 random vectors standing in for face templates."""
-    return np.random.default_rng(seed).standard_normal((k, dim)).astype(np.float32)
-
-
-def no_probe(model_id: str, templates: np.ndarray) -> list[None]:
-    return [None] * len(templates)
 
 
 def key_id(key: str) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -12,54 +12,11 @@ import pytest
 from privacy.erasure import ErasureReceipt
 from privacy.keys import generate_master_key
 from privacy.vault import Vault, VaultError
+from tests.privacy_helpers import Clock, nearest_subject_probe, no_probe, random_templates, vault_file_bytes
 
 MODEL = "test_model"
 KEY = generate_master_key()
 ADMIN = "khasTnqz8H5W7u9Ro7mbRrDJOaAox5SP2FZUnkKfudc"  # secrets.token_urlsafe(32), generated once
-
-
-def random_templates(seed: int, k: int = 3, dim: int = 128) -> np.ndarray:
-    """(k x dim) float32 random vectors standing in for face templates."""
-    return np.random.default_rng(seed).standard_normal((k, dim)).astype(np.float32)
-
-
-def vault_file_bytes(data_dir: Path) -> bytes:
-    """Everything SQLite keeps on disk for the vault: the database, its WAL, shared memory and journal."""
-    return b"".join(p.read_bytes() for p in sorted(data_dir.glob("vault.sqlite3*")))
-
-
-class Clock:
-    """A settable clock for retention tests (timezone-aware UTC)."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def nearest_subject_probe(vault: Vault, max_distance: float = 1.0):
-    """A probe as the app would build it: identify each template against the current gallery.
-
-    Returns the id of the subject holding the nearest template within `max_distance` (Euclidean), or None.
-    """
-
-    def probe(model_id: str, templates: np.ndarray) -> list[str | None]:
-        gallery = vault.subjects(model_id)
-        found: list[str | None] = []
-        for template in templates:
-            best = min(
-                ((float(np.linalg.norm(s.templates - template, axis=1).min()), s.subject_id) for s in gallery),
-                default=(np.inf, None),
-            )
-            found.append(best[1] if best[0] <= max_distance else None)
-        return found
-
-    return probe
-
-
-def no_probe(model_id: str, templates: np.ndarray) -> list[None]:
-    return [None] * len(templates)
 
 
 @pytest.fixture

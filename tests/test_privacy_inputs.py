@@ -4,27 +4,18 @@ from __future__ import annotations
 import json
 import sqlite3
 
-import numpy as np
 import pytest
 
 from privacy import vault as vault_module
 from privacy.keys import generate_master_key
 from privacy.throttle import Throttle, ThrottlePolicy
 from privacy.vault import Vault, VaultError
+from tests.privacy_helpers import no_probe, random_templates
 
 MODEL = "test_model"
 KEY = generate_master_key()
 ADMIN = "czapHsBmoorm43_nD7cLcBGUl4APl6SIXueOw32cLf4"  # secrets.token_urlsafe(32), generated once
 MALFORMED = ["\ud800", "abc\ud800def" * 4, None, "x" * 10_000, "abc\x00def", "\x00" * 22, ["a"], 12, b"bytes", {"a": 1}, ""]
-
-
-def random_templates(seed: int, k: int = 2, dim: int = 32) -> np.ndarray:
-    """(k x dim) float32 random vectors standing in for face templates."""
-    return np.random.default_rng(seed).standard_normal((k, dim)).astype(np.float32)
-
-
-def no_probe(model_id: str, templates: np.ndarray) -> list[None]:
-    return [None] * len(templates)
 
 
 @pytest.fixture

@@ -16,21 +16,9 @@ import pytest
 from privacy import keys
 from privacy.keys import MasterKeyError, generate_master_key, parse_master_key
 from privacy.vault import Vault, VaultError
+from tests.privacy_helpers import no_probe, random_templates, vault_files
 
 MODEL = "test_model"
-
-
-def random_templates(seed: int, k: int = 3, dim: int = 128) -> np.ndarray:
-    """(k x dim) float32 random vectors standing in for face templates."""
-    return np.random.default_rng(seed).standard_normal((k, dim)).astype(np.float32)
-
-
-def vault_file_bytes(data_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(data_dir.glob("vault.sqlite3*"))}
-
-
-def no_probe(model_id: str, templates: np.ndarray) -> list[None]:
-    return [None] * len(templates)
 
 
 def test_generated_master_key_is_urlsafe_base64_of_32_random_bytes():
@@ -115,11 +103,11 @@ def test_wrong_master_key_leaves_a_crashed_writers_wal_untouched(tmp_path):
     )
     subprocess.run([sys.executable, "-c", child, str(tmp_path), right], check=True,
                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-    before = vault_file_bytes(tmp_path)
+    before = vault_files(tmp_path)
     assert before["vault.sqlite3-wal"]
     with pytest.raises(MasterKeyError, match="does not match this vault"):
         Vault.open(tmp_path, master_key=generate_master_key())
-    after = vault_file_bytes(tmp_path)
+    after = vault_files(tmp_path)
     assert (after["vault.sqlite3"], after["vault.sqlite3-wal"]) == (before["vault.sqlite3"], before["vault.sqlite3-wal"])
     with Vault.open(tmp_path, master_key=right) as v:
         assert [s.name for s in v.subjects(MODEL)] == ["A"]

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
 
 from privacy.keys import generate_master_key
 from privacy.throttle import Throttle, ThrottlePolicy, TooManyAttempts
 from privacy.vault import Vault, VaultError
+from tests.privacy_helpers import no_probe, random_templates
 
 MODEL = "test_model"
 KEY = generate_master_key()
@@ -24,15 +24,6 @@ class Seconds:
 
     def __call__(self) -> float:
         return self.now
-
-
-def random_templates(seed: int, k: int = 2, dim: int = 32) -> np.ndarray:
-    """(k x dim) float32 random vectors standing in for face templates."""
-    return np.random.default_rng(seed).standard_normal((k, dim)).astype(np.float32)
-
-
-def no_probe(model_id: str, templates: np.ndarray) -> list[None]:
-    return [None] * len(templates)
 
 
 @pytest.fixture

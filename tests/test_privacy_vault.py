@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 
 from privacy.keys import generate_master_key
 from privacy.vault import StoredSubject, Vault, VaultError
+from tests.privacy_helpers import random_templates, raw_db, vault_file_bytes
 
 MODEL = "test_model"
 DIM = 128
@@ -17,23 +17,8 @@ KEY = generate_master_key()
 ADMIN = "khasTnqz8H5W7u9Ro7mbRrDJOaAox5SP2FZUnkKfudc"  # secrets.token_urlsafe(32), generated once
 
 
-def random_templates(seed: int, k: int = 3, dim: int = DIM) -> np.ndarray:
-    """(k x dim) float32 random vectors standing in for face templates."""
-    return np.random.default_rng(seed).standard_normal((k, dim)).astype(np.float32)
-
-
 def open_vault(data_dir: Path, **options) -> Vault:
     return Vault.open(data_dir, master_key=options.pop("master_key", KEY), admin_token=ADMIN, **options)
-
-
-def vault_file_bytes(data_dir: Path) -> bytes:
-    """Everything SQLite keeps on disk for the vault: the database, its WAL, shared memory and journal."""
-    return b"".join(p.read_bytes() for p in sorted(data_dir.glob("vault.sqlite3*")))
-
-
-def raw_db(data_dir: Path) -> sqlite3.Connection:
-    """A plain SQLite connection to the vault file, for playing the attacker."""
-    return sqlite3.connect(data_dir / "vault.sqlite3", isolation_level=None)
 
 
 @pytest.fixture
