@@ -26,4 +26,4 @@ bench: $(VENV)/.dev
 	$(PY) -m facedemo bench --json bench-out/bench.json
 
 evaluate: $(VENV)/.dev
-	$(PY) -m facedemo evaluate ../shared/data/faces-pd --json bench-out/evaluate.json --plot bench-out/roc.png
+	$(PY) -m facedemo evaluate tests/data/faces-pd --json bench-out/evaluate.json --plot bench-out/roc.png

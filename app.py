@@ -1,8 +1,8 @@
 """Entry point (Hugging Face Spaces runs this file): the facedemo web app, with its models loaded and warmed before it listens.
 
-Settings come from the environment (facedemo.config; Space secrets land there too). Host and
+Settings come from the environment (facedemo.app.config; Space secrets land there too). Host and
 port are Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT. Uploads go to a folder of this
-instance's own (facedemo.uploads), inside GRADIO_TEMP_DIR when the operator sets it.
+instance's own (facedemo.app.uploads), inside GRADIO_TEMP_DIR when the operator sets it.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from facedemo.runtime import tune_allocator
-from facedemo.uploads import UploadFolder, UploadFolderError, UploadGuard
+from facedemo.app.runtime import tune_allocator
+from facedemo.app.uploads import UploadFolder, UploadFolderError, UploadGuard
 
 # Two cores: two jobs at a time lets one photo be decoded or drawn while the other is in a network
 # (the networks themselves run one call at a time); more would only queue inside the process.
@@ -33,10 +33,10 @@ def serve(uploads: UploadFolder, started: float) -> int:
     # Gradio reads GRADIO_TEMP_DIR when it is imported: only now, once it names our folder.
     from starlette.middleware import Middleware
 
-    from facedemo import ui
-    from facedemo.config import Config, ConfigError
-    from facedemo.recognition import ModelUnavailable
-    from facedemo.service import FaceDemo
+    from facedemo.app import ui
+    from facedemo.app.config import Config, ConfigError
+    from facedemo.embedding import ModelUnavailable
+    from facedemo.app.service import FaceDemo
     from models.weights import WeightsError
     from privacy import VaultError
 

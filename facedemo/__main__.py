@@ -1,6 +1,6 @@
-"""`python -m facedemo ...`: see facedemo.cli."""
+"""`python -m facedemo ...`: see facedemo.app.cli."""
 import sys
 
-from facedemo.cli import main
+from facedemo.app.cli import main
 
 sys.exit(main())

@@ -4,31 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-# Where dlib's face recognition ResNet expects left eye, right eye, nose tip and the mouth
-# corners in its 150 x 150 input (pixels).
-TEMPLATE_150 = np.array(
-    [
-        (47.549, 46.599),
-        (100.476, 46.599),
-        (74.013, 76.562),
-        (50.415, 103.023),
-        (97.610, 103.023),
-    ],
-    dtype=np.float64,
-)
-
-# The ArcFace 5-point template SFace was trained with, in its 112 x 112 input (pixels).
-TEMPLATE_112 = np.array(
-    [
-        (38.2946, 51.6963),
-        (73.5318, 51.5014),
-        (56.0252, 71.7366),
-        (41.5493, 92.3655),
-        (70.7299, 92.2041),
-    ],
-    dtype=np.float64,
-)
-
+from models.registry import DLIB_RESNET
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares rotation + uniform scale + translation taking points `src` onto `dst`.
@@ -57,8 +33,8 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 def align(
     image: np.ndarray | Image.Image,
     landmarks,
-    template: np.ndarray = TEMPLATE_150,
-    size: int = 150,
+    template: np.ndarray = DLIB_RESNET.template,
+    size: int = DLIB_RESNET.chip_size,
 ) -> np.ndarray:
     """Aligned chip: size x size x 3 uint8 RGB, the 5 landmarks moved onto `template` (pixels).
 

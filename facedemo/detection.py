@@ -8,47 +8,11 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-Point = tuple[float, float]
+from facedemo.results import Face
 
 # Where one face per photo is wanted, a box must reach this confidence to beat a larger one:
 # helmets and suit patches are detected at 0.7-0.97 and can be larger than the real face.
 CONFIDENT = 0.99
-
-
-@dataclass(frozen=True)
-class Face:
-    """One detected face.
-
-    Coordinates are continuous original-image pixels: the pixel in column i, row j covers
-    [i, i + 1) x [j, j + 1), so x2 - x1 is the box's width in pixels.
-    box: (x1, y1, x2, y2) in original-image pixels; may reach past the image border.
-    score: detector confidence, 0..1.
-    landmarks: five (x, y) points in original-image pixels, in the order
-        left eye, right eye, nose tip, left mouth corner, right mouth corner (as seen in the photo).
-    """
-
-    box: tuple[float, float, float, float]
-    score: float
-    landmarks: tuple[Point, Point, Point, Point, Point]
-
-    @property
-    def width(self) -> float:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
-
-    @property
-    def area(self) -> float:
-        return max(self.width, 0.0) * max(self.height, 0.0)
-
-    def to_dict(self) -> dict:
-        return {
-            "box": [round(v, 2) for v in self.box],
-            "score": round(self.score, 5),
-            "landmarks": [[round(x, 2), round(y, 2)] for x, y in self.landmarks],
-        }
 
 
 def primary_face(faces: Sequence[Face]) -> Face | None:
@@ -59,7 +23,7 @@ def primary_face(faces: Sequence[Face]) -> Face | None:
 
 
 class Detector:
-    """MTCNN (facenet-pytorch's pretrained P/R/O-nets, run by `facedemo.mtcnn.Cascade`) with the
+    """MTCNN (facenet-pytorch's pretrained P/R/O-nets, run by `models.mtcnn.Cascade`) with the
     policies a demo needs.
 
     - Photos with a long side over `max_side` px are shrunk for detection (bounded time and
@@ -83,7 +47,7 @@ class Detector:
         min_face_fraction: float = 0.02,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
     ) -> None:
-        from facedemo.mtcnn import Cascade
+        from models.mtcnn import Cascade
 
         self.max_side = max_side
         self.min_side = min_side

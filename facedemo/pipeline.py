@@ -2,96 +2,19 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
-from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
 from facedemo.alignment import align
-from facedemo.config import Config, ConfigError
-from facedemo.detection import Detector, Face
-from facedemo.recognition import (
-    MODELS,
-    Candidate,
-    Decision,
-    Embedder,
-    Gallery,
-    ModelUnavailable,
-    ThresholdError,
-    checked_threshold,
-    decide,
-    model_spec,
-    nearest,
-)
+from facedemo.detection import Detector
+from facedemo.embedding import Embedder, ModelUnavailable, model_spec
+from facedemo.matching import Gallery, checked_threshold, decide, nearest
+from facedemo.results import Analysis, Face, FaceAnalysis
+from models.registry import DEFAULT_MODEL, MODELS
 
-
-@dataclass(frozen=True)
-class FaceAnalysis:
-    """What detection found (face) and what recognition concluded (decision) for one face."""
-
-    face: Face
-    decision: Decision
-    candidates: tuple[Candidate, ...] = ()
-
-    def to_dict(self, include_subject_id: bool = False) -> dict:
-        """JSON-ready. `subject_id` (the key to a person's stored data, not a result) only when
-        asked for, by callers that hold the vault themselves (the CLI); never in the web app."""
-        d = self.decision
-        data = {
-            **self.face.to_dict(),
-            "identity": d.identity,
-            "distance": None if d.distance is None else round(d.distance, 5),
-            "margin": None if d.margin is None else round(d.margin, 5),
-        }
-        if include_subject_id:
-            data["subject_id"] = d.subject_id
-        return data
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """Every face of one photo, left to right.
-
-    width, height: of the photo in pixels. threshold: the decision threshold used, in the
-    model's distance unit. faces_skipped: faces found beyond the per-photo limit, not analysed.
-    """
-
-    width: int
-    height: int
-    model_id: str
-    threshold: float
-    faces: tuple[FaceAnalysis, ...]
-    faces_skipped: int = 0
-
-    def with_threshold(self, threshold: object) -> "Analysis":
-        """The same faces decided again at another threshold, without running any model.
-
-        ThresholdError for a threshold that is not a number in 0..the model's ceiling.
-        """
-        threshold = checked_threshold(model_spec(self.model_id), threshold)
-        decisions = decide([fa.candidates for fa in self.faces], threshold)
-        faces = tuple(replace(fa, decision=d) for fa, d in zip(self.faces, decisions))
-        return replace(self, threshold=threshold, faces=faces)
-
-    def restricted_to(self, subject_ids: Collection[str]) -> "Analysis":
-        """The same faces with only the candidates still enrolled (`subject_ids`), decided again:
-        after a deletion, a kept result must not name the deleted person."""
-        faces = tuple(
-            replace(fa, candidates=tuple(c for c in fa.candidates if c.subject_id in subject_ids))
-            for fa in self.faces
-        )
-        return replace(self, faces=faces).with_threshold(self.threshold)
-
-    def to_dict(self, include_subject_id: bool = False) -> dict:
-        return {
-            "width": self.width,
-            "height": self.height,
-            "model": self.model_id,
-            "threshold": self.threshold,
-            "faces_skipped": self.faces_skipped,
-            "faces": [fa.to_dict(include_subject_id) for fa in self.faces],
-        }
+# Faces analysed per photo by default; beyond it the largest are kept and the rest counted.
+MAX_FACES = 40
 
 
 class Pipeline:
@@ -100,27 +23,27 @@ class Pipeline:
     Safe to call from many threads.
     """
 
-    def __init__(self, config: Config | None = None) -> None:
-        """ConfigError when the configured threshold lies above the active model's ceiling."""
-        self.config = config or Config()
-        try:
-            checked_threshold(model_spec(self.config.model), self.config.threshold)
-        except ThresholdError as exc:
-            raise ConfigError(f"FACEDEMO_THRESHOLD: {exc}") from None
+    def __init__(self, model: str = DEFAULT_MODEL, threshold: float | None = None, max_faces: int = MAX_FACES) -> None:
+        """model: a registry id (models.registry.MODELS); threshold: its decision threshold in the
+        model's distance unit, None for the calibrated default; max_faces: faces analysed per photo.
+
+        ModelUnavailable for an unknown model, ThresholdError for a threshold above the ceiling.
+        """
+        self._model_id = model_spec(model).model_id
+        self._threshold = checked_threshold(model_spec(model), threshold)
+        self.max_faces = max_faces
         self._detector: Detector | None = None
         self._embedders: dict[str, Embedder] = {}
         self._load_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
-        return self.config.model
+        return self._model_id
 
     @property
     def threshold(self) -> float:
         """The active model's decision threshold (distance unit of that model)."""
-        if self.config.threshold is not None:
-            return self.config.threshold
-        return model_spec(self.model_id).default_threshold
+        return self._threshold
 
     @property
     def detector(self) -> Detector:
@@ -187,12 +110,12 @@ class Pipeline:
         threshold = self.threshold if threshold is None else checked_threshold(spec, threshold)
         faces = self.detect(image)
         # Over the limit, the largest faces are the ones worth the time; the rest are counted.
-        limit = self.config.max_faces
+        limit = self.max_faces
         kept = sorted(sorted(faces, key=lambda f: -f.area)[:limit], key=lambda f: (f.box[0], f.box[1]))
         skipped = len(faces) - len(kept)
-        gallery = gallery if gallery is not None else Gallery.empty()
+        gallery = gallery if gallery is not None else Gallery.empty(self.model_id)
         if kept and len(gallery):
-            candidates = nearest(self.embed(image, kept), gallery, spec.metric)
+            candidates = nearest(self.embed(image, kept), gallery, spec)
         else:
             candidates = [[] for _ in kept]
         decisions = decide(candidates, threshold)

@@ -12,9 +12,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from facedemo.detection import Face
-from facedemo.pipeline import FaceAnalysis
-from facedemo.recognition import Decision
+from facedemo.results import Face
+from facedemo.results import FaceAnalysis
+from facedemo.matching import Decision
 
 RGB = tuple[int, int, int]
 

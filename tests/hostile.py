@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, features
 
-from facedemo.config import Config
+from facedemo.app.config import Config
 
 # The limits the corpus is judged against: the app's defaults.
 LIMITS = Config()

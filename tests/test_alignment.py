@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from facedemo.alignment import TEMPLATE_112, TEMPLATE_150, align, similarity_transform
+from facedemo.alignment import align, similarity_transform
+from models.registry import TEMPLATE_112, TEMPLATE_150
 
 
 def test_similarity_transform_recovers_a_known_rotation_scale_and_shift():

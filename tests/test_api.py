@@ -31,7 +31,7 @@ def test_bad_input_raises_image_error():
 def test_allocator_tuning_applies_on_glibc():
     import platform
 
-    from facedemo.runtime import tune_allocator
+    from facedemo.app.runtime import tune_allocator
 
     if platform.libc_ver()[0] != "glibc":
         import pytest

@@ -9,7 +9,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from facedemo import ui
+from facedemo.app import ui
 
 STARTUP_LIMIT_S = 15.0
 

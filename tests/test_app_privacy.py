@@ -11,8 +11,8 @@ import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
-from facedemo.recognition import MODELS
-from facedemo.config import Config
+from models.registry import MODELS
+from facedemo.app.config import Config
 from tests import raw_client
 from tests.app_server import ADMIN_TOKEN
 
@@ -124,3 +124,25 @@ def test_after_forget_nothing_of_that_person_can_be_fetched(app, client, faces_p
             raw_client.call(app.url, event, [receipt["subject_id"], receipt["deletion_token"]])
     faces = recognize(client, faces_pd / "kenneth_ham" / "kenneth_ham_onboard.jpg", CEILING)["faces"]
     assert all(f["identity"] is None for f in faces)
+
+
+def fetch_status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_after_forget_no_rendered_picture_with_the_name_is_served(app, client, faces_pd):
+    photo = faces_pd / "stephen_frick" / "stephen_frick_portrait.jpg"
+    receipt = client.predict("Stephen Frick", [handle_file(str(photo))], True, api_name="/enroll")
+    upload = raw_client.upload(app.url, faces_pd / "stephen_frick" / "stephen_frick_onboard.jpg")
+    _, recognition, rows, *_ = raw_client.call(app.url, "analyse", [upload, None, False])
+    assert "Stephen Frick" in [row[3] for row in rows["data"]]
+    assert fetch_status(recognition["url"]) == 200
+    client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+    assert fetch_status(recognition["url"]) != 200

@@ -55,6 +55,6 @@ def test_wrong_admin_tokens_on_the_pages_operator_listing_are_slowed_down(app):
 
 @pytest.fixture(scope="module")
 def examples_photo(tmp_path_factory) -> str:
-    from facedemo import ui
+    from facedemo.app import ui
 
     return str(next(p for p in ui.write_examples(tmp_path_factory.mktemp("examples")) if p.stem == "grace_hopper"))

@@ -25,7 +25,7 @@ import pytest
 from gradio_client import handle_file
 from PIL import Image
 
-from facedemo.launch import running_app
+from facedemo.tools.launch import running_app
 from privacy.keys import generate_master_key
 from tests.app_server import ADMIN_TOKEN
 

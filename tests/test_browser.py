@@ -14,7 +14,7 @@ import pytest
 from gradio_client import Client, handle_file
 from playwright.sync_api import expect
 
-from facedemo import ui
+from facedemo.app import ui
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -195,8 +195,9 @@ def test_enrol_then_delete_through_the_page(page, examples):
     assert "matched_subject" in page.locator("#erasure").inner_text()
     snapshot(page, "my-data")
 
-    # The result on the first tab was kept for re-deciding: it must not name her any more.
+    # The result on the first tab is decided again at the deletion: it names her no more.
     open_tab(page, "Detect vs Recognize")
+    expect(identities).to_have_text(["Unknown", "Unknown"])
     threshold = page.locator("#threshold input[type=number]")
     threshold.fill("0.5")
     threshold.press("Enter")

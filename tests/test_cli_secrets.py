@@ -1,7 +1,7 @@
 """Secrets the command line takes (deletion tokens, the new master key) need not be arguments, which
 every local user can read in /proc/PID/cmdline; and --data-dir works after the sub-command too.
 
-In-process through facedemo.cli.main, with the environment, the terminal and getpass faked."""
+In-process through facedemo.app.cli.main, with the environment, the terminal and getpass faked."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from facedemo import cli
+from facedemo.app import cli
 from privacy.keys import generate_master_key
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from facedemo import mtcnn
-from facedemo.detection import Face, primary_face
+from models import mtcnn
+from facedemo.detection import primary_face
+from facedemo.results import Face
 from tests.engine import compose
 
 
@@ -121,7 +122,7 @@ def test_lfw_subset_faces_are_found_when_upscaled(pipeline):
 def test_every_face_facenet_pytorch_finds_on_the_test_photos_is_found_in_the_same_place(
     pipeline, facenet_defaults, astronaut, grace_hopper
 ):
-    from facedemo.bench import sample_photos
+    from facedemo.tools.bench import sample_photos
 
     photos = {"astronaut": astronaut, "grace_hopper": grace_hopper, "1080p_8_faces": sample_photos()["1080p"]}
     for name, photo in photos.items():

@@ -16,7 +16,7 @@ from models.weights import DLIB_RESNET, WeightFile, WeightsError
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is the test oracle (requirements-dev.txt)")
 
-FACES_PD = Path(__file__).resolve().parents[2] / "shared/data/faces-pd"
+FACES_PD = Path(__file__).resolve().parent / "data" / "faces-pd"
 
 
 def _face_chips(image: np.ndarray, detector) -> list[np.ndarray]:

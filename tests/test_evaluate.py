@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from facedemo.evaluate import auc, evaluate, threshold_at_far
+from facedemo.tools.evaluate import auc, evaluate, threshold_at_far
 
 
 def test_auc_is_one_when_every_genuine_pair_is_closer():

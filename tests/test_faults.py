@@ -24,9 +24,9 @@ import pytest
 
 import models.dlib_resnet
 import models.weights
-from facedemo import cli
-from facedemo.config import Config
-from facedemo.service import FaceDemo
+from facedemo.app import cli
+from facedemo.app.config import Config
+from facedemo.app.service import FaceDemo
 from models.weights import WeightsError
 from privacy import VaultError, store
 from privacy.keys import KEY_FILE_NAME, MasterKeyError, generate_master_key

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from facedemo import cli
+from facedemo.app import cli
 from facedemo.images import ImageError, load
 from tests import hostile
 from tests.hostile import MAX_BYTES, MAX_FACES, MAX_PIXELS

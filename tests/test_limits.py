@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from facedemo.config import Config
-from facedemo.service import EnrolmentError, FaceDemo
+from facedemo.app.config import Config
+from facedemo.app.service import EnrolmentError, FaceDemo
 from privacy.keys import generate_master_key
 from privacy.vault import NAME_MAX_CHARS
 from tests import hostile
@@ -29,7 +29,7 @@ def stored_names(demo: FaceDemo) -> list[str]:
 
 def test_faces_beyond_the_per_photo_limit_are_reported_as_skipped(demo):
     analysis = demo.analyse(hostile.case("crowd_of_42_faces").data)
-    assert len(analysis.faces) == demo.pipeline.config.max_faces == 40
+    assert len(analysis.faces) == demo.pipeline.max_faces == 40
     assert analysis.faces_skipped == 2
 
 

@@ -4,16 +4,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from facedemo.config import Config, ConfigError
+from facedemo.app.config import Config, ConfigError
 from facedemo.pipeline import Pipeline
-from facedemo.recognition import MODELS, Gallery, Subject, ThresholdError, distances, model_spec
+from facedemo.embedding import model_spec
+from facedemo.matching import Gallery, Subject, ThresholdError, distances
+from models.registry import MODELS
 from tests.engine import augment, compose
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def pipeline(request):
     """Every behaviour below holds for each embedding model."""
-    return Pipeline(replace(Config(), model=request.param))
+    return Pipeline(model=request.param)
 
 
 def embedding(pipeline, photo):
@@ -31,7 +33,7 @@ def gallery(pipeline, astronaut, grace_hopper):
     return Gallery.from_subjects([
         Subject("s-collins", "Eileen Collins", embedding(pipeline, astronaut)[None]),
         Subject("s-hopper", "Grace Hopper", embedding(pipeline, grace_hopper)[None]),
-    ])
+    ], pipeline.model_id)
 
 
 @pytest.mark.parametrize("photo", ["astronaut", "grace_hopper"])
@@ -76,7 +78,7 @@ def test_changing_the_threshold_redecides_without_the_models(pipeline, gallery, 
 
 
 def test_faces_over_the_limit_are_counted_as_skipped(astronaut, grace_hopper):
-    limited = Pipeline(replace(Config(), max_faces=1))
+    limited = Pipeline(max_faces=1)
     analysis = limited.analyse(compose(astronaut, grace_hopper))
     assert len(analysis.faces) == 1 and analysis.faces_skipped == 1
 
@@ -100,4 +102,4 @@ def test_analyse_refuses_a_threshold_that_is_not_a_number_up_to_the_ceiling(pipe
 def test_a_configured_threshold_above_the_ceiling_is_refused_at_start(astronaut):
     spec = MODELS[Config.model]
     with pytest.raises(ConfigError, match="FACEDEMO_THRESHOLD"):
-        Pipeline(replace(Config(), threshold=spec.max_threshold + 0.01))
+        replace(Config(), threshold=spec.max_threshold + 0.01).pipeline()

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from facedemo import render
-from facedemo.detection import Face
-from facedemo.pipeline import FaceAnalysis
-from facedemo.recognition import Decision
+from facedemo.results import Face
+from facedemo.results import FaceAnalysis
+from facedemo.matching import Decision
 
 GREY = 128
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facedemo.baseline import evaluate_seed_cnn
+from facedemo.tools.baseline import evaluate_seed_cnn
 from models.seed_cnn import SeedCNN, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from facedemo.config import Config
-from facedemo.service import EnrolmentError, FaceDemo, sharpness, validate_name
+from facedemo.app.config import Config
+from facedemo.app.service import EnrolmentError, FaceDemo, sharpness, validate_name
 from privacy import VaultError
 from privacy.keys import generate_master_key
 from tests.engine import augment, compose

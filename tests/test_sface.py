@@ -14,7 +14,7 @@ skimage_transform = pytest.importorskip("skimage.transform")
 cbook = pytest.importorskip("matplotlib.cbook")
 Image = pytest.importorskip("PIL.Image")
 
-from facedemo.alignment import TEMPLATE_112  # noqa: E402
+from models.registry import TEMPLATE_112  # noqa: E402
 from models import sface, weights  # noqa: E402
 from models.weights import WeightsError  # noqa: E402
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facedemo import ui
-from facedemo.config import Config
-from facedemo.service import FaceDemo
-from facedemo.uploads import UploadFolder
+from facedemo.app import ui
+from facedemo.app.config import Config
+from facedemo.app.service import FaceDemo
+from facedemo.app.uploads import UploadFolder
 from privacy.keys import generate_master_key
 from tests.app_server import ADMIN_TOKEN
 

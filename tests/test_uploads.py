@@ -1,4 +1,4 @@
-"""facedemo.uploads: the instance's private upload folder, claims that delete used photos, the
+"""facedemo.app.uploads: the instance's private upload folder, claims that delete used photos, the
 sweeper, crash clean-up with real locks held by other processes, and the upload guard in front of
 gradio's own upload route."""
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from facedemo import uploads
-from facedemo.uploads import (
+from facedemo.app import uploads
+from facedemo.app.uploads import (
     LOCK_NAME, UploadFolder, UploadFolderError, UploadGone, UploadGuard, remove_dead_instances,
 )
 
@@ -146,7 +146,7 @@ def test_an_operators_shared_sticky_temp_dir_gets_a_private_base_inside(tmp_path
 
 def start_instance(base: Path) -> tuple[subprocess.Popen, Path]:
     """Another process holding an instance folder in `base` (its flock) until killed."""
-    code = ("import sys, time\nfrom facedemo.uploads import UploadFolder\n"
+    code = ("import sys, time\nfrom facedemo.app.uploads import UploadFolder\n"
             "f = UploadFolder.create(sys.argv[1])\n(f.path / 'x').mkdir()\n(f.path / 'x' / 'photo.jpg').write_bytes(b'face')\n"
             "print(f.path, flush=True)\ntime.sleep(600)\n")
     process = subprocess.Popen([sys.executable, "-c", code, str(base)], cwd=ROOT, stdout=subprocess.PIPE, text=True)

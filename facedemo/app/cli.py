@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from facedemo.config import Config, ConfigError
+from facedemo.app.config import Config, ConfigError
 
 
 # Secrets are read from these when not given on the command line, where every local user can see
@@ -43,7 +43,7 @@ def _print_json(data) -> None:
 def _pipeline(config: Config):
     from facedemo.pipeline import Pipeline
 
-    return Pipeline(config)
+    return config.pipeline()
 
 
 def _load_image(path: str, config: Config):
@@ -79,7 +79,7 @@ def cmd_detect(args, config: Config) -> int:
 
 
 def _service(config: Config):
-    from facedemo.service import FaceDemo
+    from facedemo.app.service import FaceDemo
 
     demo = FaceDemo(config)
     if demo.dev_mode:
@@ -93,7 +93,7 @@ def _service(config: Config):
 def cmd_identify(args, config: Config) -> int:
     image = _load_image(args.image, config)
     if args.gallery:
-        from facedemo.dataset import gallery_from_folder
+        from facedemo.tools.dataset import gallery_from_folder
 
         pipeline = _pipeline(config)
         analysis = pipeline.analyse(image, gallery_from_folder(pipeline, args.gallery), threshold=args.threshold)
@@ -137,7 +137,7 @@ def cmd_enroll(args, config: Config) -> int:
 
 
 def _with_vault(config: Config, action):
-    from facedemo.service import open_vault
+    from facedemo.app.service import open_vault
 
     vault = open_vault(config)
     try:
@@ -146,12 +146,12 @@ def _with_vault(config: Config, action):
         vault.close()
 
 
-def _token(args) -> str:
-    return _secret(args.token, TOKEN_ENV, "deletion token (or the operator's admin token)")
+def _token(args, what: str = "deletion token") -> str:
+    return _secret(args.token, TOKEN_ENV, what)
 
 
 def cmd_forget(args, config: Config) -> int:
-    token = _token(args)
+    token = _token(args, "deletion token (or the operator's admin token)")
     demo = _service(config)
     try:
         _print_json(demo.forget(args.subject_id, token))
@@ -207,7 +207,7 @@ def cmd_rotate_key(args, config: Config) -> int:
 
 
 def cmd_evaluate(args, config: Config) -> int:
-    from facedemo.evaluate import evaluate, plot
+    from facedemo.tools.evaluate import evaluate, plot
 
     pipeline = _pipeline(config)
     models = args.models.split(",") if args.models else None
@@ -216,7 +216,7 @@ def cmd_evaluate(args, config: Config) -> int:
         models = pipeline.installed_models()
     report, curves = evaluate(pipeline, args.dataset, models, unknowns=args.unknowns)
     if args.baseline:
-        from facedemo.baseline import evaluate_seed_cnn
+        from facedemo.tools.baseline import evaluate_seed_cnn
 
         report["baseline"] = evaluate_seed_cnn(pipeline, args.dataset)
     if args.json:
@@ -250,7 +250,7 @@ def cmd_evaluate(args, config: Config) -> int:
 
 
 def cmd_bench(args, config: Config) -> int:
-    from facedemo.bench import run
+    from facedemo.tools.bench import run
 
     report = run(_pipeline(config), repeat=args.repeat)
     if args.json:
@@ -290,17 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--consent", action="store_true", help="the person agrees to have face templates stored")
     p.set_defaults(run=cmd_enroll)
 
-    token_help = (f"the deletion token, or the operator's admin token. {VISIBLE}: prefer {TOKEN_ENV}, "
-                  "or leave it out to be asked for it on a terminal")
+    def token_help(whose: str) -> str:
+        return f"{whose}. {VISIBLE}: prefer {TOKEN_ENV}, or leave it out to be asked for it on a terminal"
+
     token_note = f"The token is read from --token, else {TOKEN_ENV}, else asked for on a terminal."
     p = add("forget", help="delete a person's data; prints the erasure receipt", epilog=token_note)
     p.add_argument("subject_id")
-    p.add_argument("--token", help=token_help)
+    p.add_argument("--token", help=token_help("the deletion token, or the operator's admin token"))
     p.set_defaults(run=cmd_forget)
 
-    p = add("export", help="a person's own stored data as JSON", epilog=token_note)
+    p = add("export", help="a person's own stored data as JSON (their deletion token only)", epilog=token_note)
     p.add_argument("subject_id")
-    p.add_argument("--token", help=token_help)
+    p.add_argument("--token", help=token_help("the person's deletion token (the operator's token cannot export)"))
     p.set_defaults(run=cmd_export)
 
     p = add("audit", help="print the audit log, or check its chain with --verify")
@@ -336,13 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from facedemo.runtime import tune_allocator
+    from facedemo.app.runtime import tune_allocator
 
     tune_allocator()
-    from facedemo.dataset import DatasetError
+    from facedemo.tools.dataset import DatasetError
     from facedemo.images import ImageError
-    from facedemo.recognition import ModelUnavailable
-    from facedemo.service import EnrolmentError
+    from facedemo.embedding import ModelUnavailable
+    from facedemo.app.service import EnrolmentError
     from models.weights import WeightsError
     from privacy import VaultError
 

@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from facedemo.embedding import ModelUnavailable
+from facedemo.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from facedemo.matching import ThresholdError
+from facedemo.pipeline import MAX_FACES, Pipeline
+from models.registry import DEFAULT_MODEL
+
 
 class ConfigError(ValueError):
     """A setting in the environment has a value that cannot be used."""
@@ -30,6 +36,8 @@ def _number(env: Mapping[str, str], name: str, default, kind=float, minimum=None
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if maximum is None:
+            raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
         raise ConfigError(f"{name}={raw!r} must be between {minimum} and {maximum}")
     return value
 
@@ -48,13 +56,11 @@ class Config:
     # Decision threshold of the active model, in that model's own unit (see recognition.MODELS);
     # None means the model's calibrated default.
     threshold: float | None = None
-    # SFace: clearly more accurate than dlib's ResNet on cross-domain and harsh-light photos (MODEL_CARD.md).
-    model: str = "sface_2021dec"
-    max_image_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    max_faces: int = 40
+    model: str = DEFAULT_MODEL
+    max_image_bytes: int = DEFAULT_MAX_BYTES
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_faces: int = MAX_FACES
     max_enrol_photos: int = 10
-    detector_threads: int = 0  # 0: leave torch's own choice
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
@@ -72,3 +78,13 @@ class Config:
             max_faces=_number(env, "FACEDEMO_MAX_FACES", cls.max_faces, int, 1, 1000),
             max_enrol_photos=_number(env, "FACEDEMO_MAX_ENROL_PHOTOS", cls.max_enrol_photos, int, 1, 100),
         )
+
+    def pipeline(self) -> Pipeline:
+        """The pipeline these settings describe (models load on first use). ConfigError for a
+        model that is unknown or a threshold above its ceiling."""
+        try:
+            return Pipeline(self.model, self.threshold, self.max_faces)
+        except ThresholdError as exc:
+            raise ConfigError(f"FACEDEMO_THRESHOLD: {exc}") from None
+        except ModelUnavailable as exc:
+            raise ConfigError(f"FACEDEMO_MODEL: {exc}") from None

@@ -16,7 +16,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from facedemo.recognition import Gallery, MODELS, decide, model_spec, nearest
+from facedemo.embedding import model_spec
+from facedemo.matching import Gallery, decide, nearest
+from models.registry import MODELS, SFACE
 
 
 def _median_ms(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
@@ -48,7 +50,7 @@ def _interleaved_ms(ours: Callable[[], object], theirs: Callable[[], object], re
 
 def sample_photos() -> dict[str, np.ndarray]:
     """'512': the astronaut photo; '1080p': 1920 x 1080 with 8 faces of varied size; plus the
-    group photos of ../shared/data/faces-pd/_groups when that folder is present."""
+    group photos of tests/data/faces-pd/_groups when that folder is present."""
     from matplotlib import cbook
     from skimage import data
 
@@ -67,21 +69,23 @@ def sample_photos() -> dict[str, np.ndarray]:
         canvas.paste(tile, (x, y))
         x += tile.width + 20
     photos = {"512": astronaut, "1080p": np.asarray(canvas)}
-    groups = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-pd" / "_groups"
+    groups = Path(__file__).resolve().parents[2] / "tests" / "data" / "faces-pd" / "_groups"
     if groups.is_dir():
         for path in sorted(groups.glob("*.jpg")):
             photos[path.stem] = np.asarray(Image.open(path).convert("RGB"))
     return photos
 
 
-def synthetic_gallery(subjects: int, dim: int = 128, per_subject: int = 1, seed: int = 0) -> Gallery:
-    """Random unit vectors standing in for enrolled templates."""
+def synthetic_gallery(
+    subjects: int, dim: int = 128, per_subject: int = 1, seed: int = 0, model_id: str = SFACE.model_id
+) -> Gallery:
+    """Random unit vectors standing in for enrolled templates of `model_id`."""
     rng = np.random.default_rng(seed)
     templates = rng.normal(size=(subjects * per_subject, dim)).astype(np.float32)
     templates /= np.linalg.norm(templates, axis=1, keepdims=True)
     ids = tuple(f"s{i}" for i in range(subjects))
     owner = np.repeat(np.arange(subjects), per_subject)
-    return Gallery(ids, ids, templates, owner)
+    return Gallery(model_id, ids, ids, templates, owner)
 
 
 def vault_figures(sizes: tuple[int, ...] = (1000, 10000), templates_per_subject: int = 3) -> dict:
@@ -96,7 +100,7 @@ def vault_figures(sizes: tuple[int, ...] = (1000, 10000), templates_per_subject:
 
     key = generate_master_key()
     rng = np.random.default_rng(3)
-    model_id = "sface_2021dec"
+    model_id = SFACE.model_id
     figures = {}
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -111,10 +115,10 @@ def vault_figures(sizes: tuple[int, ...] = (1000, 10000), templates_per_subject:
             vault.close()
             start = time.perf_counter()
             vault = Vault.open(Path(tmp), master_key=key)
-            gallery = Gallery.from_subjects(vault.subjects(model_id))
+            gallery = Gallery.from_subjects(vault.subjects(model_id), model_id)
             load_ms = (time.perf_counter() - start) * 1000.0
             probes = synthetic_gallery(8, seed=4).templates
-            identify = _median_ms(lambda: decide(nearest(probes, gallery, "cosine"), 0.56), 10)
+            identify = _median_ms(lambda: decide(nearest(probes, gallery, SFACE), SFACE.default_threshold), 10)
             vault.close()
         figures[str(size)] = {
             "enroll_ms_median": round(statistics.median(latencies), 2),
@@ -167,13 +171,13 @@ def run(pipeline, repeat: int = 5, vault: bool = True) -> dict:
         }
     photo = photos["1080p"]
     spec = model_spec(pipeline.model_id)
-    gallery = synthetic_gallery(100)
+    gallery = synthetic_gallery(100, model_id=pipeline.model_id)
     result["end_to_end_ms"]["1080p_8faces"] = _median_ms(lambda: pipeline.analyse(photo, gallery), repeat)
     probes = synthetic_gallery(8, seed=1).templates
     for size in (1000, 10000, 100000):
-        big = synthetic_gallery(size, seed=2)
+        big = synthetic_gallery(size, seed=2, model_id=pipeline.model_id)
         result["identify_ms"][str(size)] = _median_ms(
-            lambda: decide(nearest(probes, big, spec.metric), pipeline.threshold), repeat * 2
+            lambda: decide(nearest(probes, big, spec), pipeline.threshold), repeat * 2
         )
     result["identify_probes"] = len(probes)
     if vault:

@@ -1,95 +1,16 @@
-"""Face chips -> embeddings (batched CNN), and open-set matching of embeddings against a gallery."""
+"""Stage 5: embeddings -> decisions. Open-set matching against a gallery of enrolled people."""
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from facedemo.alignment import TEMPLATE_112, TEMPLATE_150
-
-class ModelUnavailable(RuntimeError):
-    """An embedding model was asked for that is unknown or whose weights are not installed."""
+from models.registry import ModelSpec
 
 
 class ThresholdError(ValueError):
     """A decision threshold that is not a number, or lies outside 0..the model's ceiling."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to run one embedding CNN and how to compare its embeddings.
-
-    Distances are always "smaller is more alike": L2 distance for dlib's ResNet,
-    1 - cosine similarity for SFace. `default_threshold` and `max_threshold` are in that same unit.
-    `max_threshold` is the ceiling no caller may exceed: above it, strangers would be named as
-    enrolled people often enough to list who is enrolled (see MODEL_CARD.md, "Threshold ceiling").
-    """
-
-    model_id: str
-    title: str
-    chip_size: int
-    template: np.ndarray = field(repr=False)
-    metric: str
-    default_threshold: float
-    max_threshold: float
-    load: Callable[[], "object"] = field(repr=False)
-    # True: compare the network's unit-length output, its `embed` method (SFace), not forward().
-    normalise: bool = False
-
-
-def _load_dlib():
-    from models.dlib_resnet import load_dlib_resnet
-
-    return load_dlib_resnet()
-
-
-def _load_sface():
-    from models.sface import load_sface
-
-    return load_sface()
-
-
-MODELS: dict[str, ModelSpec] = {
-    spec.model_id: spec
-    for spec in (
-        ModelSpec(
-            model_id="dlib_resnet_v1",
-            title="dlib ResNet-29 (128-D, L2 distance)",
-            chip_size=150,
-            template=TEMPLATE_150,
-            metric="euclidean",
-            # ~1% false accepts on a held-out cross-domain test; dlib's customary 0.6 let ~11% through.
-            default_threshold=0.54,
-            # Distance at FAR 1e-3 on the calibration set's everyday photos (17,034 impostor pairs).
-            max_threshold=0.60,
-            load=_load_dlib,
-        ),
-        ModelSpec(
-            model_id="sface_2021dec",
-            title="SFace MobileFaceNet (128-D, cosine)",
-            chip_size=112,
-            template=TEMPLATE_112,
-            metric="cosine",
-            # Cosine similarity 0.44, ~1% false accepts held out; OpenCV's own 0.363 accepted ~10%.
-            default_threshold=0.56,
-            # Distance at FAR 1e-3 on the calibration set's everyday photos (17,034 impostor pairs).
-            max_threshold=0.63,
-            load=_load_sface,
-            normalise=True,
-        ),
-    )
-}
-
-
-def model_spec(model_id: str) -> ModelSpec:
-    try:
-        return MODELS[model_id]
-    except KeyError:
-        raise ModelUnavailable(
-            f"unknown model {model_id!r}; choose one of: {', '.join(sorted(MODELS))}"
-        ) from None
 
 
 def checked_threshold(spec: ModelSpec, threshold: object) -> float:
@@ -107,42 +28,10 @@ def checked_threshold(spec: ModelSpec, threshold: object) -> float:
         raise ThresholdError("the threshold must be a finite number")
     if not 0.0 <= value <= spec.max_threshold:
         raise ThresholdError(
-            f"the threshold must be between 0 and {spec.max_threshold:.2f} for {spec.model_id} (got {value:g}); "
+            f"the threshold must be between 0 and {spec.max_threshold:.2f} for {spec.model_id} (got {value!r}); "
             "above that ceiling strangers would be named as enrolled people too often"
         )
     return value
-
-
-class Embedder:
-    """One embedding CNN, loaded once, turning aligned chips into embeddings."""
-
-    batch_size = 16
-
-    def __init__(self, spec: ModelSpec) -> None:
-        import torch
-
-        self.spec = spec
-        self._torch = torch
-        self._net = spec.load()
-        self._lock = threading.Lock()
-
-    def embed(self, chips: np.ndarray) -> np.ndarray:
-        """chips: N x S x S x 3 uint8 RGB (S = spec.chip_size) -> N x D float32 embeddings."""
-        chips = np.asarray(chips)
-        if chips.ndim != 4 or chips.shape[1:] != (self.spec.chip_size, self.spec.chip_size, 3):
-            raise ValueError(
-                f"expected N x {self.spec.chip_size} x {self.spec.chip_size} x 3 chips, got {chips.shape}"
-            )
-        if len(chips) == 0:
-            return np.zeros((0, 128), dtype=np.float32)
-        torch = self._torch
-        network = self._net.embed if self.spec.normalise else self._net
-        out = []
-        with self._lock, torch.inference_mode():
-            for start in range(0, len(chips), self.batch_size):
-                batch = torch.from_numpy(chips[start : start + self.batch_size]).permute(0, 3, 1, 2).float()
-                out.append(network(batch).numpy())
-        return np.concatenate(out).astype(np.float32)
 
 
 def distances(probes: np.ndarray, templates: np.ndarray, metric: str) -> np.ndarray:
@@ -177,9 +66,12 @@ class Subject:
 class Gallery:
     """Enrolled people for one model: templates (M x D) and, per row, its subject.
 
+    model_id: the model whose embeddings these are; matching refuses probes of another model
+    (both networks give 128 numbers, so a mix would be silent and meaningless).
     owner[i] indexes subject_ids/names; rows of one subject are contiguous.
     """
 
+    model_id: str
     subject_ids: tuple[str, ...]
     names: tuple[str, ...]
     templates: np.ndarray = field(repr=False)
@@ -199,8 +91,8 @@ class Gallery:
         object.__setattr__(self, "_starts", None if single else starts)
 
     @classmethod
-    def from_subjects(cls, subjects: Iterable) -> "Gallery":
-        """Build from items with .subject_id, .name and .templates (k x D)."""
+    def from_subjects(cls, subjects: Iterable, model_id: str) -> "Gallery":
+        """Build from items with .subject_id, .name and .templates (k x D embeddings of `model_id`)."""
         ids, names, blocks, owner = [], [], [], []
         for index, subject in enumerate(subjects):
             templates = np.asarray(subject.templates, dtype=np.float32).reshape(len(subject.templates), -1)
@@ -209,12 +101,12 @@ class Gallery:
             blocks.append(templates)
             owner.append(np.full(len(templates), index, dtype=np.int64))
         if not blocks:
-            return cls.empty()
-        return cls(tuple(ids), tuple(names), np.concatenate(blocks), np.concatenate(owner))
+            return cls.empty(model_id)
+        return cls(model_id, tuple(ids), tuple(names), np.concatenate(blocks), np.concatenate(owner))
 
     @classmethod
-    def empty(cls, dim: int = 128) -> "Gallery":
-        return cls((), (), np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64))
+    def empty(cls, model_id: str, dim: int = 128) -> "Gallery":
+        return cls(model_id, (), (), np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.subject_ids)
@@ -258,8 +150,18 @@ class Decision:
         return self.subject_id is not None
 
 
-def nearest(probes: np.ndarray, gallery: Gallery, metric: str, k: int = 5) -> list[list[Candidate]]:
-    """For each probe (N x D), its k nearest subjects, nearest first."""
+class GalleryMismatch(ValueError):
+    """Probes and gallery come from different embedding models."""
+
+
+def nearest(probes: np.ndarray, gallery: Gallery, spec: ModelSpec, k: int = 5) -> list[list[Candidate]]:
+    """For each probe (N x D embeddings of `spec`'s model), its k nearest subjects, nearest first,
+    by that model's metric. GalleryMismatch when the gallery holds another model's templates."""
+    if gallery.model_id != spec.model_id:
+        raise GalleryMismatch(
+            f"the gallery holds {gallery.model_id} templates; {spec.model_id} embeddings cannot be matched to them"
+        )
+    metric = spec.metric
     table = gallery._subject_scores(probes, metric)
     k = min(k, table.shape[1])
     if k == 0:

@@ -46,9 +46,10 @@ STARTING_GRACE_S = 60.0
 # Uploads nobody sent to a handler (a visitor who uploaded and left, or is still filling in the
 # enrolment form), and gradio's half-written temporary files, live at most this long.
 UPLOAD_MAX_AGE_S = 600.0
-# Images gradio writes for the browser to fetch right after a response: deleted after this.
-OUTPUT_MAX_AGE_S = 120.0
-SWEEP_EVERY_S = 30.0
+# Images gradio writes for the browser to fetch right after a response (they can show names):
+# deleted after this, so a URL copied from a page stops working within about 40 s.
+OUTPUT_MAX_AGE_S = 30.0
+SWEEP_EVERY_S = 10.0
 # The upload guard looks at free space again after every this many bytes received.
 CHECK_EVERY_BYTES = 1024 * 1024
 RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
@@ -413,12 +414,13 @@ class UploadFolder:
 
     # --------------------------------------------------------------------------- sweeping
 
-    def sweep(self, now: float | None = None) -> int:
+    def sweep(self, now: float | None = None, output_max_age_s: float | None = None) -> int:
         """Delete what no request holds and is past its age (by ctime): files in upload folders and
         loose files (gradio's half-written uploads) after `upload_max_age_s`, everything else
-        gradio wrote (images sent to the browser) after `output_max_age_s`; then the emptied
-        folders. Returns how many files were deleted."""
+        gradio wrote (images sent to the browser) after `output_max_age_s` (this call's value, when
+        given, else the folder's); then the emptied folders. Returns how many files were deleted."""
         now = time.time() if now is None else now
+        output_age = self.output_max_age_s if output_max_age_s is None else output_max_age_s
         deleted = 0
         for entry in os.scandir(self.path):
             if entry.name == LOCK_NAME or entry.name.startswith(LOCK_NAME + "-"):
@@ -426,7 +428,7 @@ class UploadFolder:
             if entry.is_dir(follow_symlinks=False):
                 upload = entry.name.startswith(UPLOAD_PREFIX)
                 deleted += self._sweep_tree(Path(entry.path), self.upload_max_age_s if upload else
-                                            self.output_max_age_s, now, upload)
+                                            output_age, now, upload)
             elif self._delete_if_stale(entry.path, self.upload_max_age_s, now):
                 deleted += 1
         return deleted
@@ -466,6 +468,11 @@ class UploadFolder:
                 os.rmdir(path)
             except OSError:
                 pass
+
+    def drop_outputs(self) -> int:
+        """Delete every image gradio wrote for browsers now, whatever its age (after an erasure, no
+        picture labelled with the erased person's name may still be served). How many were deleted."""
+        return self.sweep(output_max_age_s=0.0)
 
     def start_sweeper(self, every_s: float = SWEEP_EVERY_S) -> None:
         """Run `sweep` every `every_s` seconds in a daemon thread until `close`."""

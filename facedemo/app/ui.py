@@ -20,10 +20,12 @@ from PIL import Image
 
 from facedemo import render
 from facedemo.images import ImageError
-from facedemo.pipeline import Analysis, FaceAnalysis
-from facedemo.recognition import MODELS, ThresholdError, model_spec
-from facedemo.service import CONSENT_TEXT, CONSENT_VERSION, EnrolmentError, FaceDemo, PhotoVerdict
-from facedemo.uploads import UploadFolder, UploadGone
+from facedemo.results import Analysis, FaceAnalysis
+from facedemo.embedding import model_spec
+from facedemo.matching import ThresholdError
+from models.registry import MODELS
+from facedemo.app.service import CONSENT_TEXT, CONSENT_VERSION, EnrolmentError, FaceDemo, PhotoVerdict
+from facedemo.app.uploads import UploadFolder, UploadGone
 from privacy import VaultError
 
 # The errors FaceDemo raises for things a person can fix; their messages are written for people.
@@ -298,10 +300,15 @@ class Handlers:
 
     @_user_errors
     def forget(self, subject_id: str, token: str, request: gr.Request | None = None) -> dict:
-        """Erase the subject (deletion token, or the operator's admin token); the signed erasure receipt."""
-        return self.demo.forget(
+        """Erase the subject (deletion token, or the operator's admin token); the signed erasure receipt.
+
+        Every picture the app had rendered for browsers is deleted too: one may show the erased name."""
+        receipt = self.demo.forget(
             _required(subject_id, "the subject id"), _required(token, "the deletion token"), _client(request)
         )
+        if self.uploads is not None:
+            self.uploads.drop_outputs()
+        return receipt
 
     def forget_mine(
         self, subject_id: str, token: str, request: gr.Request | None = None
@@ -330,7 +337,7 @@ class Handlers:
         return (
             f"**Your data was deleted** on {receipt['erased_at'][:10]} at {receipt['erased_at'][11:19]} UTC: "
             f"your name, your {receipt['templates_deleted']} templates and your key are gone from the live vault. "
-            f"{check}.\n\n{receipt['copies_before_erasure']}\n\nThe signed receipt below proves it; keep it."
+            f"{check}.\n\n{_for_people(receipt['copies_before_erasure'])}\n\nThe signed receipt below proves it; keep it."
         )
 
     @_user_errors
@@ -354,7 +361,7 @@ class Handlers:
         except VaultError as exc:
             return f"**Audit log verifies: cannot tell.** {_for_people(str(exc))}"
         if report["ok"]:
-            return f"**Audit log verifies: yes.** {report['entries']} entries, none edited or removed."
+            return "**Audit log verifies: yes.** No entry was edited or removed."
         return (
             f"**Audit log verifies: NO.** Entry {report['first_broken']} or one after it was "
             f"edited or removed ({report.get('reason') or 'chain broken'})."
@@ -553,7 +560,7 @@ def _how_it_works(demo: FaceDemo) -> str:
 def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
     """The whole page around the handlers' FaceDemo; `examples` are photo files offered under the upload.
 
-    The app's upload folder sweeps what Gradio writes there (facedemo.uploads); Gradio's own
+    The app's upload folder sweeps what Gradio writes there (facedemo.app.uploads); Gradio's own
     sweep (every 10 minutes, files older than 15) is the fallback where no UploadFolder is used.
     """
     demo = h.demo
@@ -619,8 +626,8 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
 
         with gr.Tab("Enrol", id="enrol"):
             gr.Markdown(
-                "Enrol yourself so that recognition can name you. Use 2–5 photos of **you alone**, face clearly "
-                "visible; each is checked and accepted or rejected with a reason."
+                "Enrol yourself so that recognition can name you. Use 1–5 photos of **you alone**, face clearly "
+                "visible (two or more recognise you better); each is checked and accepted or rejected with a reason."
             )
             with gr.Row():
                 with gr.Column():
@@ -677,10 +684,11 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
             )
             forget_go.click(_shown, None, confirm_row, **UI_ONLY)
             cancel_go.click(_hidden, None, confirm_row, **UI_ONLY)
+            # The first tab's result is decided again at once, so the erased name leaves it too.
             confirm_go.click(
                 h.forget_mine, [my_subject, my_token],
                 [erasure_note, erasure, stored, export_data, export_note, my_token, confirm_row], **UI_ONLY,
-            )
+            ).success(h.redecide, [shown, threshold, blur], outputs, **UI_ONLY)
 
             with gr.Accordion("Operator", open=False, elem_id="operator"):
                 gr.Markdown(

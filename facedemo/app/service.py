@@ -9,11 +9,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 from facedemo.alignment import align
-from facedemo.config import Config
-from facedemo.detection import Face
+from facedemo.app.config import Config
+from facedemo.results import Face
 from facedemo.images import ImageError, ImageSource, load
-from facedemo.pipeline import Analysis, Pipeline
-from facedemo.recognition import Gallery, checked_threshold, decide, distances, model_spec, nearest
+from facedemo.pipeline import Pipeline
+from facedemo.results import Analysis
+from facedemo.embedding import model_spec
+from facedemo.matching import Gallery, checked_threshold, decide, distances, nearest
 from privacy import VaultError
 from privacy.vault import NAME_MAX_CHARS, Vault
 
@@ -113,7 +115,7 @@ class FaceDemo:
     ) -> None:
         """`clock` (timezone-aware now) is for tests of retention; by default the system clock."""
         self.config = config or Config.from_env()
-        self.pipeline = pipeline or Pipeline(self.config)
+        self.pipeline = pipeline or self.config.pipeline()
         self.vault = open_vault(self.config, clock)
         self._galleries: dict[str, tuple[int, Gallery]] = {}
         self._gallery_lock = threading.Lock()
@@ -151,7 +153,7 @@ class FaceDemo:
             version = self.vault.version
             cached = self._galleries.get(model_id)
             if cached is None or cached[0] != version:
-                cached = (version, Gallery.from_subjects(self.vault.subjects(model_id)))
+                cached = (version, Gallery.from_subjects(self.vault.subjects(model_id), model_id))
                 self._galleries[model_id] = cached
             return cached[1]
 
@@ -278,7 +280,7 @@ class FaceDemo:
         gallery = self.gallery(model_id)
         if len(gallery) == 0:
             return [None] * len(templates)
-        candidates = nearest(templates, gallery, spec.metric)
+        candidates = nearest(templates, gallery, spec)
         threshold = self.threshold if model_id == self.model_id else spec.default_threshold
         # Each template is its own probe photo: decide them one at a time, not jointly.
         return [decide([c], threshold)[0].subject_id for c in candidates]

@@ -1,6 +1,6 @@
 """Load test of the web app over loopback: concurrent gradio_client clients mixing detect, recognize, enroll and forget.
 
-    python -m facedemo.loadtest [--requests 200] [--clients 8] [--url URL] [--json OUT.json]
+    python -m facedemo.tools.loadtest [--requests 200] [--clients 8] [--url URL] [--json OUT.json]
 
 Without --url it starts `python app.py` on a free 127.0.0.1 port with a fresh data directory,
 master key and admin token, and afterwards opens that vault to check it is consistent: every
@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from facedemo.launch import running_app
+from facedemo.tools.launch import running_app
 
 ADMIN_TOKEN = secrets.token_urlsafe(32)  # a fresh operator token each run, strong enough for the vault
 # The mix of operations, by weight. Each forget erases a subject this run enrolled; when none is
@@ -240,14 +240,14 @@ def _print(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m facedemo.loadtest", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m facedemo.tools.loadtest", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--url", help="a running app (default: start python app.py on loopback)")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
 
-    from facedemo.ui import write_examples
+    from facedemo.app.ui import write_examples
     from privacy.keys import generate_master_key
 
     with tempfile.TemporaryDirectory(prefix="facedemo-loadtest-") as tmp:

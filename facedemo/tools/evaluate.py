@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facedemo.dataset import primary_face_of, read_dataset
-from facedemo.recognition import Gallery, Subject, decide, distances, model_spec, nearest
+from facedemo.tools.dataset import primary_face_of, read_dataset
+from facedemo.embedding import model_spec
+from facedemo.matching import Gallery, Subject, decide, distances, nearest
 
 FARS = ("0.01", "0.001")
 
@@ -106,7 +107,7 @@ def _gallery_and_probes(samples: list[_Sample], model_id: str) -> tuple[Gallery,
         for name, s in first.items()
         if model_id in s.embeddings
     ]
-    return Gallery.from_subjects(subjects), probes
+    return Gallery.from_subjects(subjects, model_id), probes
 
 
 def _identification(samples: list[_Sample], model_id: str, threshold: float) -> dict:
@@ -116,7 +117,7 @@ def _identification(samples: list[_Sample], model_id: str, threshold: float) -> 
     for probe in probes:
         if model_id not in probe.embeddings or len(gallery) == 0:
             continue
-        candidates = nearest(probe.embeddings[model_id][None], gallery, spec.metric)
+        candidates = nearest(probe.embeddings[model_id][None], gallery, spec)
         if candidates[0][0].subject_id == probe.identity:
             top1 += 1
         if decide(candidates, threshold)[0].subject_id == probe.identity:
@@ -130,7 +131,7 @@ def _open_set(samples: list[_Sample], unknown_samples: list[_Sample], model_id: 
     accepted_unknown = 0
     for s in unknown_samples:
         if model_id in s.embeddings and len(gallery):
-            if decide(nearest(s.embeddings[model_id][None], gallery, spec.metric), threshold)[0].accepted:
+            if decide(nearest(s.embeddings[model_id][None], gallery, spec), threshold)[0].accepted:
                 accepted_unknown += 1
     known = _identification(samples, model_id, threshold)
     return {

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facedemo.detection import Face, primary_face
+from facedemo.detection import primary_face
+from facedemo.results import Face
 from facedemo.images import ImageError, load
-from facedemo.recognition import Gallery, Subject
+from facedemo.matching import Gallery, Subject
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -59,10 +60,11 @@ def gallery_from_folder(pipeline, root: Path | str, model_id: str | None = None)
 
     Subject ids are the folder names. Photos that cannot be read or show no face are skipped.
     """
+    model_id = model_id or pipeline.model_id
     subjects = []
     for identity in read_dataset(root):
         found = [f for f in (primary_face_of(pipeline, path) for path in identity.photos) if f is not None]
         rows = [pipeline.embed(image, [face], model_id)[0] for image, face in found]
         if rows:
             subjects.append(Subject(identity.name, identity.name, np.stack(rows)))
-    return Gallery.from_subjects(subjects)
+    return Gallery.from_subjects(subjects, model_id)

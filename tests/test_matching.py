@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from facedemo.recognition import Candidate, Gallery, Subject, decide, distances, nearest
+from facedemo.matching import Candidate, Gallery, GalleryMismatch, Subject, decide, distances, nearest
+from models.registry import DLIB_RESNET, SFACE
 
 
 def unit(v):
@@ -26,16 +27,22 @@ def test_subject_distance_is_that_of_its_nearest_template():
     gallery = Gallery.from_subjects([
         Subject("a", "Ann", np.array([[0, 0], [5, 0]], np.float32)),
         Subject("b", "Bob", np.array([[0, 3]], np.float32)),
-    ])
+    ], DLIB_RESNET.model_id)
     table = gallery.subject_distances(np.array([[4, 0]], np.float32), "euclidean")
     np.testing.assert_allclose(table, [[1.0, 5.0]], atol=1e-6)
 
 
 def test_nearest_lists_subjects_closest_first():
     gallery = Gallery.from_subjects([Subject(s, s, np.array([[x, 0]], np.float32)) for s, x in
-                                     [("a", 3), ("b", 1), ("c", 2)]])
-    result = nearest(np.array([[0, 0]], np.float32), gallery, "euclidean", k=2)
+                                     [("a", 3), ("b", 1), ("c", 2)]], DLIB_RESNET.model_id)
+    result = nearest(np.array([[0, 0]], np.float32), gallery, DLIB_RESNET, k=2)
     assert [c.subject_id for c in result[0]] == ["b", "c"]
+
+
+def test_matching_refuses_a_gallery_of_another_model():
+    gallery = Gallery.from_subjects([Subject("a", "Ann", np.array([[1, 0]], np.float32))], DLIB_RESNET.model_id)
+    with pytest.raises(GalleryMismatch, match="dlib_resnet_v1 templates"):
+        nearest(np.array([[1, 0]], np.float32), gallery, SFACE)
 
 
 def test_face_under_threshold_gets_the_nearest_identity_and_margin():

@@ -1,0 +1,1 @@
+"""Developer tools: accuracy (evaluate, baseline, dataset), speed (bench, loadtest) and the app launcher for tests."""

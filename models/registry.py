@@ -1,0 +1,108 @@
+"""Every embedding network's facts in one place: id, input chip and its alignment template, how to
+compare its embeddings, its calibrated thresholds, its weight file and how to load it.
+
+Everyone reads these: alignment, embedding, matching, the app, the tools and the tests. Only numpy
+is imported here; a network's own module (and torch) is imported when `ModelSpec.load` is called.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models import weights
+from models.weights import WeightFile
+
+# Where dlib's face recognition ResNet expects left eye, right eye, nose tip and the mouth
+# corners in its 150 x 150 input (pixels).
+TEMPLATE_150 = np.array(
+    [
+        (47.549, 46.599),
+        (100.476, 46.599),
+        (74.013, 76.562),
+        (50.415, 103.023),
+        (97.610, 103.023),
+    ],
+    dtype=np.float64,
+)
+
+# The ArcFace 5-point template SFace was trained with, in its 112 x 112 input (pixels).
+TEMPLATE_112 = np.array(
+    [
+        (38.2946, 51.6963),
+        (73.5318, 51.5014),
+        (56.0252, 71.7366),
+        (41.5493, 92.3655),
+        (70.7299, 92.2041),
+    ],
+    dtype=np.float64,
+)
+
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to run one embedding CNN and how to compare its embeddings.
+
+    Distances are always "smaller is more alike": L2 distance for dlib's ResNet, 1 - cosine
+    similarity for SFace. `default_threshold` and `max_threshold` are in that same unit.
+    `max_threshold` is the ceiling no caller may exceed: above it, strangers would be named as
+    enrolled people often enough to list who is enrolled (MODEL_CARD.md, "Threshold ceiling").
+    chip_size: the network's square input in pixels; template: where the five landmarks go in it
+    (5 x 2 pixels); embedding_dim: length of one embedding.
+    """
+
+    model_id: str
+    title: str
+    chip_size: int
+    template: np.ndarray = field(repr=False)
+    embedding_dim: int
+    metric: str
+    default_threshold: float
+    max_threshold: float
+    weights: WeightFile = field(repr=False)
+    loader: str = field(repr=False)  # "module:function" returning the loaded network
+    # True: compare the network's unit-length output, its `embed` method (SFace), not forward().
+    normalise: bool = False
+
+    def load(self):
+        """The network, its verified weights loaded (imports the network's module, and torch)."""
+        module, function = self.loader.split(":")
+        return getattr(importlib.import_module(module), function)()
+
+
+DLIB_RESNET = ModelSpec(
+    model_id="dlib_resnet_v1",
+    title="dlib ResNet-29 (128-D, L2 distance)",
+    chip_size=150,
+    template=TEMPLATE_150,
+    embedding_dim=128,
+    metric="euclidean",
+    # ~1% false accepts on a held-out cross-domain test; dlib's customary 0.6 let ~11% through.
+    default_threshold=0.54,
+    # Distance at FAR 1e-3 on the calibration set's everyday photos (17,034 impostor pairs).
+    max_threshold=0.60,
+    weights=weights.DLIB_RESNET,
+    loader="models.dlib_resnet:load_dlib_resnet",
+)
+
+SFACE = ModelSpec(
+    model_id="sface_2021dec",
+    title="SFace MobileFaceNet (128-D, cosine)",
+    chip_size=112,
+    template=TEMPLATE_112,
+    embedding_dim=128,
+    metric="cosine",
+    # Cosine similarity 0.44, ~1% false accepts held out; OpenCV's own 0.363 accepted ~10%.
+    default_threshold=0.56,
+    # Distance at FAR 1e-3 on the calibration set's everyday photos (17,034 impostor pairs).
+    max_threshold=0.63,
+    weights=weights.SFACE,
+    loader="models.sface:load_sface",
+    normalise=True,
+)
+
+MODELS: dict[str, ModelSpec] = {spec.model_id: spec for spec in (DLIB_RESNET, SFACE)}
+# SFace: clearly more accurate than dlib's ResNet on cross-domain and harsh-light photos (MODEL_CARD.md).
+DEFAULT_MODEL = SFACE.model_id
