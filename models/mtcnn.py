@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import batched_nms, nms
 
+from models import weights
+
 # P-net is a fully convolutional 12 x 12 window classifier with stride 2 (one max-pool of 2).
 PNET_WINDOW = 12
 PNET_STRIDE = 2
@@ -176,10 +178,14 @@ class Cascade:
 
         self.thresholds = thresholds
         self.factor = factor
-        # channels_last weights make these small convolutions ~3x faster on CPU (oneDNN).
-        self.pnet, self.rnet, self.onet = (
-            net.eval().to(memory_format=torch.channels_last) for net in (PNet(), RNet(), ONet())
-        )
+        # facenet-pytorch's classes, with their weights read from our verified (sha256-pinned) files.
+        nets = []
+        for net, weight_file in ((PNet(pretrained=False), weights.MTCNN_PNET), (RNet(pretrained=False), weights.MTCNN_RNET),
+                                 (ONet(pretrained=False), weights.MTCNN_ONET)):
+            net.load_state_dict(torch.load(weight_file.path(), map_location="cpu", weights_only=True))
+            # channels_last weights make these small convolutions ~3x faster on CPU (oneDNN).
+            nets.append(net.eval().to(memory_format=torch.channels_last))
+        self.pnet, self.rnet, self.onet = nets
         self._pnet = PNetRunner(self.pnet)  # the same P-net, run faster
 
     def __call__(self, image: np.ndarray, min_face: float = 20.0) -> Detections:

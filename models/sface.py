@@ -16,16 +16,14 @@ import torch
 from torch import nn
 
 from models import weights
+from models.registry import SFACE
 from models.weights import WeightsError
 
-INPUT_SIZE = 112
+INPUT_SIZE = SFACE.chip_size
 """Side of the square input chip, in pixels."""
 
-EMBEDDING_DIM = 128
+EMBEDDING_DIM = SFACE.embedding_dim
 """Length of one embedding."""
-
-MODEL_ID = "sface_2021dec"
-"""Stored with every template so that templates of different networks are never compared."""
 
 
 # The graph subtracts this and then multiplies by the scale (`scalar_op1`, `scalar_op2`).

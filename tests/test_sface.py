@@ -14,7 +14,7 @@ skimage_transform = pytest.importorskip("skimage.transform")
 cbook = pytest.importorskip("matplotlib.cbook")
 Image = pytest.importorskip("PIL.Image")
 
-from models.registry import TEMPLATE_112  # noqa: E402
+from models.registry import SFACE, TEMPLATE_112  # noqa: E402
 from models import sface, weights  # noqa: E402
 from models.weights import WeightsError  # noqa: E402
 
@@ -197,6 +197,10 @@ def test_layers_of_the_wrong_shape_are_named():
     assert "missing fc1_moving_var" in message
 
 
-def test_constants():
-    assert TEMPLATE_112.shape == (5, 2)
-    assert (sface.INPUT_SIZE, sface.EMBEDDING_DIM, sface.MODEL_ID) == (112, 128, "sface_2021dec")
+def test_the_registry_describes_the_network_it_loads(models):
+    spec = SFACE
+    out = _run(models["folded"], np.zeros((1, 3, spec.chip_size, spec.chip_size), np.float32))
+    assert out.shape == (1, spec.embedding_dim)
+    # The alignment template puts every landmark inside the chip the network takes.
+    assert spec.template.shape == (5, 2) and ((0 < spec.template) & (spec.template < spec.chip_size)).all()
+    assert spec.weights is weights.SFACE and spec.load().__class__ is sface.SFace
