@@ -9,20 +9,24 @@ Refusals (wrong or malformed tokens, throttled attempts) are coalesced by `Coale
 entry per event kind and interval is written at once, its repeats are counted and written later as
 one entry, so an attacker's thousands of attempts add a few entries a minute, not thousands.
 Verification can be incremental (`check` with a `Checkpoint`): after one full pass, only the
-checkpoint entry and the entries after it are recomputed.
+checkpoint entry and the entries after it are recomputed. `AuditLog` ties these together for one
+open vault: its transactions, appends, coalesced refusals and verification.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hmac
 import json
 import re
-import sqlite3
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from privacy import VaultError
 from privacy.keys import mac
+from privacy.storage import AuditRow, Storage, translated_errors
 
 EVENTS = frozenset(
     {
@@ -89,8 +93,8 @@ def _head(key: bytes, seq: int, entry_mac: bytes) -> bytes:
     return mac(key, b"head" + seq.to_bytes(8, "big") + entry_mac)
 
 
-def append(conn: sqlite3.Connection, key: bytes, at: datetime, event: str, fields: dict[str, object]) -> int:
-    """Add one entry (inside the caller's open transaction); return its sequence number.
+def append(store: Storage, key: bytes, at: datetime, event: str, fields: dict[str, object]) -> int:
+    """Add one entry (inside the caller's write transaction); return its sequence number.
 
     `fields` maps names to ids and counts; anything that could be free text is refused.
     """
@@ -100,19 +104,12 @@ def append(conn: sqlite3.Connection, key: bytes, at: datetime, event: str, field
         _check_value(name, depth=1)
         _check_value(value)
     fields_json = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-    last = conn.execute("SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, previous = (last[0] + 1, bytes(last[1])) if last else (1, _GENESIS)
+    last = store.audit_tail()
+    seq, previous = (last[0] + 1, last[1]) if last else (1, _GENESIS)
     at_text = at.isoformat(timespec="microseconds")
     entry_mac = mac(key, _payload(previous, seq, at_text, event, fields_json))
-    conn.execute(
-        "INSERT INTO audit (seq, at, event, fields, mac) VALUES (?, ?, ?, ?, ?)",
-        (seq, at_text, event, fields_json, entry_mac),
-    )
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('audit_head', ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (_head(key, seq, entry_mac),),
-    )
+    store.insert_audit(AuditRow(seq, at_text, event, fields_json, entry_mac))
+    store.put_meta({"audit_head": _head(key, seq, entry_mac)})
     return seq
 
 
@@ -124,69 +121,65 @@ class Checkpoint:
     mac: bytes
 
 
-def _row_mac(key: bytes, previous: bytes, row: tuple) -> bytes:
-    seq, at, event, fields_json, _ = row
-    return mac(key, _payload(previous, seq, at, event, fields_json))
+def _row_mac(key: bytes, previous: bytes, row: AuditRow) -> bytes:
+    return mac(key, _payload(previous, row.seq, row.at, row.event, row.fields))
 
 
 def _check_rows(
-    key: bytes, rows: list[tuple], previous: bytes, first_seq: int, total: int
+    key: bytes, rows: list[AuditRow], previous: bytes, first_seq: int, total: int
 ) -> tuple[AuditReport | None, bytes]:
     """Recompute rows expected to carry sequence numbers first_seq, first_seq + 1, ...; a failure report or None."""
     for offset, row in enumerate(rows):
-        seq, index = row[0], first_seq - 1 + offset
+        seq, index = row.seq, first_seq - 1 + offset
         if seq != index + 1:
             return AuditReport(False, total, index, f"entry {index} has sequence number {seq}, expected {index + 1}"), previous
         expected = _row_mac(key, previous, row)
-        if not hmac.compare_digest(expected, bytes(row[4])):
+        if not hmac.compare_digest(expected, row.mac):
             reason = f"entry {index} (seq {seq}) was altered, moved or follows a removed entry"
             return AuditReport(False, total, index, reason), previous
         previous = expected
     return None, previous
 
 
-def _head_ok(conn: sqlite3.Connection, key: bytes, last_seq: int, last_mac: bytes) -> bool:
-    head = conn.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
-    return last_seq > 0 and head is not None and hmac.compare_digest(_head(key, last_seq, last_mac), bytes(head[0]))
+def _head_ok(store: Storage, key: bytes, last_seq: int, last_mac: bytes) -> bool:
+    head = store.get_meta("audit_head")
+    return last_seq > 0 and head is not None and hmac.compare_digest(_head(key, last_seq, last_mac), head)
 
 
-_COLUMNS = "SELECT seq, at, event, fields, mac FROM audit"
-
-
-def _check_full(conn: sqlite3.Connection, key: bytes) -> tuple[AuditReport, Checkpoint | None]:
-    rows = conn.execute(f"{_COLUMNS} ORDER BY seq").fetchall()
+def _check_full(store: Storage, key: bytes) -> tuple[AuditReport, Checkpoint | None]:
+    rows = store.audit_rows()
     report, previous = _check_rows(key, rows, _GENESIS, 1, len(rows))
     if report is not None:
         return report, None
-    if not _head_ok(conn, key, len(rows), previous):
+    if not _head_ok(store, key, len(rows), previous):
         return AuditReport(False, len(rows), len(rows), "entries after the last one present were removed"), None
     return AuditReport(True, len(rows), None, None), Checkpoint(len(rows), previous)
 
 
-def _check_since(conn: sqlite3.Connection, key: bytes, checkpoint: Checkpoint) -> tuple[AuditReport, Checkpoint] | None:
+def _check_since(store: Storage, key: bytes, checkpoint: Checkpoint) -> tuple[AuditReport, Checkpoint] | None:
     """The incremental check; None when anything is off (the caller then runs the full check to locate it)."""
-    total, last_seq = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM audit").fetchone()
+    total, last_seq = store.audit_extent()
     if total != last_seq or last_seq < checkpoint.seq:
         return None
     # The checkpoint entry itself: unchanged MAC, and its content still gives that MAC.
-    anchor = conn.execute(f"{_COLUMNS} WHERE seq = ?", (checkpoint.seq,)).fetchone()
-    before = conn.execute("SELECT mac FROM audit WHERE seq = ?", (checkpoint.seq - 1,)).fetchone()
-    previous = bytes(before[0]) if before is not None else _GENESIS
+    anchor = store.audit_row(checkpoint.seq)
+    before = store.audit_row(checkpoint.seq - 1)
+    previous = before.mac if before is not None else _GENESIS
     if anchor is None or (before is None and checkpoint.seq != 1):
         return None
-    if not hmac.compare_digest(bytes(anchor[4]), checkpoint.mac) or not hmac.compare_digest(
+    if not hmac.compare_digest(anchor.mac, checkpoint.mac) or not hmac.compare_digest(
         _row_mac(key, previous, anchor), checkpoint.mac
     ):
         return None
-    rows = conn.execute(f"{_COLUMNS} WHERE seq > ? ORDER BY seq", (checkpoint.seq,)).fetchall()
+    rows = store.audit_rows(after_seq=checkpoint.seq)
     report, last_mac = _check_rows(key, rows, checkpoint.mac, checkpoint.seq + 1, total)
-    if report is not None or not _head_ok(conn, key, last_seq, last_mac):
+    if report is not None or not _head_ok(store, key, last_seq, last_mac):
         return None
     return AuditReport(True, total, None, None), Checkpoint(last_seq, last_mac)
 
 
 def check(
-    conn: sqlite3.Connection, key: bytes, checkpoint: Checkpoint | None = None
+    store: Storage, key: bytes, checkpoint: Checkpoint | None = None
 ) -> tuple[AuditReport, Checkpoint | None]:
     """Verify the chain; the report and a checkpoint for the next call (None when the chain is broken).
 
@@ -198,27 +191,24 @@ def check(
     and its report (naming the first broken entry) is returned. Run it in one read snapshot.
     """
     if checkpoint is not None:
-        result = _check_since(conn, key, checkpoint)
+        result = _check_since(store, key, checkpoint)
         if result is not None:
             return result
-    return _check_full(conn, key)
+    return _check_full(store, key)
 
 
-def verify(conn: sqlite3.Connection, key: bytes) -> AuditReport:
+def verify(store: Storage, key: bytes) -> AuditReport:
     """Recompute the chain from the first entry; report the first entry that does not verify.
 
     A missing entry shows as a break at the entry after the gap; entries missing at the end show as
     a break at position `entries` (one past the last entry present).
     """
-    return _check_full(conn, key)[0]
+    return _check_full(store, key)[0]
 
 
-def entries(conn: sqlite3.Connection) -> list[dict[str, object]]:
+def entries(store: Storage) -> list[dict[str, object]]:
     """Every entry, oldest first: seq, at (ISO 8601 UTC), event and fields (ids and counts)."""
-    return [
-        {"seq": seq, "at": at, "event": event, "fields": json.loads(fields_json)}
-        for seq, at, event, fields_json in conn.execute("SELECT seq, at, event, fields FROM audit ORDER BY seq")
-    ]
+    return [{"seq": r.seq, "at": r.at, "event": r.event, "fields": json.loads(r.fields)} for r in store.audit_rows()]
 
 
 @dataclass
@@ -268,36 +258,98 @@ class Coalescer:
     def restore(self, state: dict[str, _Interval]) -> None:
         self._open = state
 
-    def flush_due(self, conn: sqlite3.Connection, key: bytes, now: datetime) -> None:
+    def flush_due(self, store: Storage, key: bytes, now: datetime) -> None:
         """Inside the caller's transaction: write the counted entries of the intervals that have passed."""
-        self._flush(conn, key, now, self._due(now))
+        self._flush(store, key, now, self._due(now))
 
-    def flush_all(self, conn: sqlite3.Connection, key: bytes, now: datetime) -> None:
+    def flush_all(self, store: Storage, key: bytes, now: datetime) -> None:
         """Inside the caller's transaction: write every counted entry now (at close)."""
-        self._flush(conn, key, now, list(self._open))
+        self._flush(store, key, now, list(self._open))
 
     def pending(self) -> bool:
         """Whether repeats are counted that no entry records yet."""
         return any(span.repeats for span in self._open.values())
 
-    def _flush(self, conn: sqlite3.Connection, key: bytes, now: datetime, events: list[str]) -> None:
+    def _flush(self, store: Storage, key: bytes, now: datetime, events: list[str]) -> None:
         for event in events:
             span = self._open.pop(event)
             if span.repeats:
-                append(conn, key, now, event, {
+                append(store, key, now, event, {
                     "count": span.repeats, "repeats_of": span.first_seq, "subjects_known": span.subjects_known,
                 })
 
     def record(
-        self, conn: sqlite3.Connection, key: bytes, now: datetime, event: str, fields: dict[str, object],
+        self, store: Storage, key: bytes, now: datetime, event: str, fields: dict[str, object],
         subject_known: bool,
     ) -> None:
         """Inside the caller's transaction: write due counted entries, then write or count this refusal."""
-        self.flush_due(conn, key, now)
+        self.flush_due(store, key, now)
         span = self._open.get(event)
         if span is not None:
             span.repeats += 1
             span.subjects_known += int(subject_known)
             return
-        seq = append(conn, key, now, event, {**fields, "count": 1})
+        seq = append(store, key, now, event, {**fields, "count": 1})
         self._open[event] = _Interval(now, seq)
+
+
+class AuditLog:
+    """The audit log of one open vault: write transactions that keep the coalesced counts consistent, appends,
+    refusals, and verification with a checkpoint kept in memory.
+
+    Not thread-safe except `verify`: the vault calls the rest under its lock. `verify` runs on its
+    own read-only connection (`Storage.reader`) under a lock of its own, so the vault's other
+    operations do not wait for it.
+    """
+
+    def __init__(self, store: Storage, key: bytes, coalescer: Coalescer | None = None) -> None:
+        self._store = store
+        self._key = key
+        self._coalescer = coalescer if coalescer is not None else Coalescer()
+        self._verify_lock = threading.Lock()
+        self._checkpoint: Checkpoint | None = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """`Storage.write`, restoring the coalescer's counts when the transaction rolls back."""
+        saved = self._coalescer.state()
+        try:
+            with self._store.write():
+                yield
+        except BaseException:
+            self._coalescer.restore(saved)
+            raise
+
+    def append(self, now: datetime, event: str, fields: dict[str, object]) -> None:
+        """Add an entry (inside `transaction`), after any counted refusals whose interval has passed."""
+        self._coalescer.flush_due(self._store, self._key, now)
+        append(self._store, self._key, now, event, fields)
+
+    def refusal(self, now: datetime, event: str, fields: dict[str, object], subject_known: bool) -> None:
+        """Audit a refusal, coalesced: written at once in a transaction of its own, or counted for a later entry."""
+        if self._coalescer.absorb(event, now, subject_known):
+            return
+        with self.transaction():
+            self._coalescer.record(self._store, self._key, now, event, fields, subject_known)
+
+    def pending(self) -> bool:
+        """Whether refusals are counted that no entry records yet."""
+        return self._coalescer.pending()
+
+    def flush_all(self, now: datetime) -> None:
+        """Inside `transaction`: write every counted refusal now (at close)."""
+        self._coalescer.flush_all(self._store, self._key, now)
+
+    def entries(self) -> list[dict[str, object]]:
+        """Every entry, oldest first (see `entries`)."""
+        return entries(self._store)
+
+    def verify(self, full: bool = False) -> AuditReport:
+        """Check the chain in one snapshot of its own connection: fully the first time and when `full`, else
+        incrementally from the last checkpoint (see `check`)."""
+        with self._verify_lock:
+            with translated_errors(self._store):
+                with self._store.reader() as reader:
+                    report, checkpoint = check(reader, self._key, None if full else self._checkpoint)
+            self._checkpoint = checkpoint
+            return report

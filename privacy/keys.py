@@ -1,8 +1,13 @@
-"""Keys of the vault: the master key, per-subject data keys (envelope encryption) and derived HMAC keys.
+"""Keys of the vault: the master key, per-subject data keys (envelope encryption), derived HMAC keys, and the
+recipes that seal each kind of blob.
 
 Everything here is a thin layer over `cryptography`: AES-256-GCM for sealing, HKDF-SHA256 for
 derivation. A sealed blob is `nonce (12 bytes) || ciphertext || tag (16 bytes)`; the associated
 data names what the blob is and where it belongs, so a blob moved elsewhere fails to open.
+The recipes (`seal_subject_key`, `seal_record`, `seal_template`, `seal_vault_secret` and their
+`open_*` twins) are the only place that builds associated data: JSON of
+["facedemo-vault-v1", what, where...], e.g. ["facedemo-vault-v1","template",subject,record,model].
+Changing it makes every existing vault unreadable (tests/test_privacy_format.py pins it).
 """
 from __future__ import annotations
 
@@ -216,3 +221,86 @@ class MasterKey:
     def unwrap(self, wrapped: bytes, aad: bytes, what: str) -> bytes:
         """Open a key sealed by `wrap`; VaultError naming `what` when it fails."""
         return unseal(self.raw, wrapped, aad, what)
+
+
+# ------------------------------------------------------------------------------------ recipes
+
+
+def _aad_subject_key(subject_id: str) -> bytes:
+    return associated_data("subject key", subject_id)
+
+
+def _aad_record(subject_id: str) -> bytes:
+    return associated_data("subject record", subject_id)
+
+
+def _aad_template(subject_id: str, record_id: str, model_id: str) -> bytes:
+    return associated_data("template", subject_id, record_id, model_id)
+
+
+_AAD_VAULT_SECRET = associated_data("vault secret")
+
+
+def seal_subject_key(master: MasterKey, subject_id: str, data_key: bytes) -> bytes:
+    """A subject's data key wrapped by the master key, bound to the subject id."""
+    return master.wrap(data_key, _aad_subject_key(subject_id))
+
+
+def open_subject_key(master: MasterKey, subject_id: str, wrapped: bytes) -> bytes:
+    """The data key sealed by `seal_subject_key`; VaultError when it fails (wrong key, moved or modified)."""
+    return master.unwrap(wrapped, _aad_subject_key(subject_id), f"the data key of subject {subject_id}")
+
+
+def seal_record(data_key: bytes, subject_id: str, record: bytes) -> bytes:
+    """A subject's record (JSON of name and template record ids) sealed with its data key, bound to the subject id."""
+    return seal(data_key, record, _aad_record(subject_id))
+
+
+def open_record(data_key: bytes, subject_id: str, blob: bytes) -> bytes:
+    """The record sealed by `seal_record`; VaultError when it fails."""
+    return unseal(data_key, blob, _aad_record(subject_id), f"the record of subject {subject_id}")
+
+
+def seal_template(data_key: bytes, subject_id: str, record_id: str, model_id: str, vector: bytes) -> bytes:
+    """One template (its float32 little-endian bytes) sealed with the subject's data key, bound to its row and model."""
+    return seal(data_key, vector, _aad_template(subject_id, record_id, model_id))
+
+
+def open_template(data_key: bytes, subject_id: str, record_id: str, model_id: str, blob: bytes) -> bytes:
+    """The template bytes sealed by `seal_template`; VaultError when it fails (for example a blob moved to another row)."""
+    what = f"template {record_id} of subject {subject_id}"
+    return unseal(data_key, blob, _aad_template(subject_id, record_id, model_id), what)
+
+
+def seal_vault_secret(master: MasterKey, secret: bytes) -> bytes:
+    """The vault secret (from which `VaultKeys` derives) wrapped by the master key."""
+    return master.wrap(secret, _AAD_VAULT_SECRET)
+
+
+def open_vault_secret(master: MasterKey, wrapped: bytes) -> bytes:
+    """The vault secret sealed by `seal_vault_secret`; VaultError when it fails."""
+    return master.unwrap(wrapped, _AAD_VAULT_SECRET, "the vault secret")
+
+
+def new_vault_secret() -> bytes:
+    """A fresh random 256-bit vault secret (once, when a vault is created)."""
+    return secrets.token_bytes(KEY_BYTES)
+
+
+@dataclass(frozen=True)
+class VaultKeys:
+    """The vault secret and the keys derived from it: audit chain, erasure receipts and deletion-token digests.
+
+    Derived from the vault secret rather than the master key, so that a master-key rotation
+    re-wraps the secret and leaves the audit chain, receipts and token digests valid.
+    """
+
+    secret: bytes = field(repr=False)
+    audit: bytes = field(init=False, repr=False)
+    receipt: bytes = field(init=False, repr=False)
+    token: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "audit", derive_key(self.secret, "audit"))
+        object.__setattr__(self, "receipt", derive_key(self.secret, "receipt"))
+        object.__setattr__(self, "token", derive_key(self.secret, "deletion token"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from privacy import audit
+from privacy import audit, store
 from privacy.keys import generate_master_key
 from privacy.vault import Vault, VaultError
 from tests.privacy_helpers import Clock, no_probe, random_templates
@@ -77,9 +77,8 @@ def test_log_holds_no_names_templates_or_tokens(tmp_path):
 
 
 def test_free_text_is_refused_in_audit_fields(tmp_path):
-    db = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
-    db.execute("CREATE TABLE audit (seq INTEGER PRIMARY KEY, at TEXT, event TEXT, fields TEXT, mac BLOB)")
+    db = store.SqliteStore.open(tmp_path / "a.db")
+    db.create_schema()
     now = datetime(2030, 1, 1, tzinfo=timezone.utc)
     key = bytes(32)
     for fields in ({"name": "Ada Lovelace"}, {"token": "x" * 43}, {"templates": [0.25, 0.5]}, {"nested": {"a": [1]}}):
@@ -277,7 +276,7 @@ def test_audit_check_does_not_wait_for_the_vaults_lock(tmp_path):
         held, release = threading.Event(), threading.Event()
 
         def hold() -> None:
-            with v._lock:  # as a long enrolment would
+            with v._ctx.lock:  # the vault's lock, as a long enrolment would hold it
                 held.set()
                 release.wait(10)
 

@@ -122,7 +122,7 @@ def test_receipt_issued_before_the_version_change_still_verifies(tmp_path):
             "templates_deleted": 2, "key_destroyed": True, "wal_checkpointed": True,
             "probe": {"templates_probed": 2, "matched_subject": False, "matched_other": 0}, "version": 1,
         }
-        signed = {**v1, "signature": keys.mac(vault._receipt_key, erasure._canonical(v1)).hex()}
+        signed = {**v1, "signature": keys.mac(vault._ctx.secrets.receipt, erasure._canonical(v1)).hex()}
         assert vault.verify_receipt(signed)
         assert not vault.verify_receipt({**signed, "templates_deleted": 3})
 

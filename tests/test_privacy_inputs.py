@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from privacy import vault as vault_module
+from privacy import records
 from privacy.keys import generate_master_key
 from privacy.throttle import Throttle, ThrottlePolicy
 from privacy.vault import Vault, VaultError
@@ -85,7 +85,8 @@ def record_sizes(data_dir) -> list[int]:
 
 
 def test_sealed_record_size_does_not_reveal_the_names_length(vault, tmp_path):
-    names = ["A", "x" * 100, "李" * 100, "\U0001F600" * 100, '"\\' * 50, "Ada Lovelace"]
+    # The longest names in characters and in bytes: 4-byte characters, characters JSON escapes (a name needs a letter).
+    names = ["A", "x" * 100, "李" * 100, "A" + "\U0001F600" * 99, "A" + '"\\' * 49 + '"', "Ada Lovelace"]
     for i, name in enumerate(names):
         vault.enroll(name, {MODEL: random_templates(i, k=3)}, "v1", True)
     sizes = record_sizes(tmp_path)
@@ -105,7 +106,7 @@ def test_vault_written_without_record_padding_still_opens(tmp_path, monkeypatch)
     def unpadded(name: str, manifest: dict) -> bytes:
         return json.dumps({"name": name, "templates": manifest}, ensure_ascii=False).encode("utf-8")
 
-    monkeypatch.setattr(vault_module, "_padded_record", unpadded)
+    monkeypatch.setattr(records, "padded_record", unpadded)
     with Vault.open(tmp_path, master_key=KEY) as v:
         v.enroll("Old Record", {MODEL: random_templates(1)}, "v1", True)
     monkeypatch.undo()
@@ -119,14 +120,15 @@ def test_describe_of_a_subject_erased_by_another_process_meanwhile_is_a_clear_re
     app = Vault.open(tmp_path, master_key=KEY)
     cli = Vault.open(tmp_path, master_key=KEY)  # another process's connection
     receipt = app.enroll("A", {MODEL: random_templates(1)}, "v1", True)
-    authorise = app._authorise
+    access = app._ctx.access  # white box: the erasure lands between authorisation and the read
+    authorise = access.authorise
 
     def authorise_then_erased_elsewhere(*args, **kwargs):
         by = authorise(*args, **kwargs)
         cli.forget(receipt.subject_id, receipt.deletion_token, no_probe)
         return by
 
-    monkeypatch.setattr(app, "_authorise", authorise_then_erased_elsewhere)
+    monkeypatch.setattr(access, "authorise", authorise_then_erased_elsewhere)
     with pytest.raises(VaultError, match="no subject with this id"):
         app.describe(receipt.subject_id, receipt.deletion_token)
     app.close()
