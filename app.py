@@ -33,10 +33,11 @@ def serve(uploads: UploadFolder, started: float) -> int:
     # Gradio reads GRADIO_TEMP_DIR when it is imported: only now, once it names our folder.
     from starlette.middleware import Middleware
 
-    from facedemo.app import ui
+    from facedemo.app import examples, ui
     from facedemo.app.config import Config, ConfigError
-    from facedemo.embedding import ModelUnavailable
+    from facedemo.app.handlers import Handlers
     from facedemo.app.service import FaceDemo
+    from facedemo.embedding import ModelUnavailable
     from models.weights import WeightsError
     from privacy import VaultError
 
@@ -50,8 +51,8 @@ def serve(uploads: UploadFolder, started: float) -> int:
         with tempfile.TemporaryDirectory(prefix="facedemo-examples-") as examples_dir:
             demo.warm_up()
             demo.start_retention_timer()
-            handlers = ui.Handlers(demo, uploads)
-            page = ui.build(handlers, ui.write_examples(Path(examples_dir)))
+            handlers = Handlers(demo, uploads)
+            page = ui.build(handlers, examples.write(Path(examples_dir)))
             page.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
             # What building the page put in the folder (gradio's copies of the example photos) stays.
             uploads.keep_present()

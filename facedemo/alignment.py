@@ -6,6 +6,7 @@ from PIL import Image
 
 from models.registry import DLIB_RESNET
 
+
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares rotation + uniform scale + translation taking points `src` onto `dst`.
 

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image

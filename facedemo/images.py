@@ -8,7 +8,6 @@ import struct
 import threading
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -59,7 +58,7 @@ _UPRIGHT = {
 _PILLOW_FAILURES = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError, struct.error,
                     ZeroDivisionError)
 
-ImageSource = Union[bytes, bytearray, str, Path, np.ndarray, Image.Image]
+ImageSource = bytes | bytearray | str | Path | np.ndarray | Image.Image
 
 
 class ImageError(ValueError):

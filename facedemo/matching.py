@@ -1,8 +1,8 @@
 """Stage 5: embeddings -> decisions. Open-set matching against a gallery of enrolled people."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -91,7 +91,7 @@ class Gallery:
         object.__setattr__(self, "_starts", None if single else starts)
 
     @classmethod
-    def from_subjects(cls, subjects: Iterable, model_id: str) -> "Gallery":
+    def from_subjects(cls, subjects: Iterable, model_id: str) -> Gallery:
         """Build from items with .subject_id, .name and .templates (k x D embeddings of `model_id`)."""
         ids, names, blocks, owner = [], [], [], []
         for index, subject in enumerate(subjects):
@@ -105,7 +105,7 @@ class Gallery:
         return cls(model_id, tuple(ids), tuple(names), np.concatenate(blocks), np.concatenate(owner))
 
     @classmethod
-    def empty(cls, model_id: str, dim: int = 128) -> "Gallery":
+    def empty(cls, model_id: str, dim: int = 128) -> Gallery:
         return cls(model_id, (), (), np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64))
 
     def __len__(self) -> int:

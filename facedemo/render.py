@@ -7,14 +7,13 @@ coordinates refer to when the array given is already a smaller copy (see `fit`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from facedemo.results import Face
-from facedemo.results import FaceAnalysis
 from facedemo.matching import Decision
+from facedemo.results import Face, FaceAnalysis
 
 RGB = tuple[int, int, int]
 
@@ -118,7 +117,7 @@ class _Style:
         self.line, self.dot, self.font, self.pad = line, dot, font, pad
 
     @classmethod
-    def for_size(cls, size: tuple[int, int]) -> "_Style":
+    def for_size(cls, size: tuple[int, int]) -> _Style:
         short = min(size)
         line = max(2, round(short / 250))
         font_px = max(12, round(short / 32))

@@ -86,7 +86,7 @@ class Analysis:
     faces: tuple[FaceAnalysis, ...]
     faces_skipped: int = 0
 
-    def with_threshold(self, threshold: object) -> "Analysis":
+    def with_threshold(self, threshold: object) -> Analysis:
         """The same faces decided again at another threshold, without running any model.
 
         ThresholdError for a threshold that is not a number in 0..the model's ceiling.
@@ -96,7 +96,7 @@ class Analysis:
         faces = tuple(replace(fa, decision=d) for fa, d in zip(self.faces, decisions))
         return replace(self, threshold=threshold, faces=faces)
 
-    def restricted_to(self, subject_ids: Collection[str]) -> "Analysis":
+    def restricted_to(self, subject_ids: Collection[str]) -> Analysis:
         """The same faces with only the candidates still enrolled (`subject_ids`), decided again:
         after a deletion, a kept result must not name the deleted person."""
         faces = tuple(

@@ -52,7 +52,7 @@ class Detections:
     landmarks: np.ndarray
 
     @staticmethod
-    def empty() -> "Detections":
+    def empty() -> Detections:
         return Detections(
             np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
         )

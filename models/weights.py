@@ -91,7 +91,7 @@ def file_sha256(path: pathlib.Path) -> str:
     return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     # size and mtime are part of the cache key so that a file replaced while the
     # process runs is hashed again rather than trusted from the cache.

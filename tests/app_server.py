@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from facedemo.tools.launch import RunningApp, running_app as _running_app
+from facedemo.tools.launch import RunningApp
+from facedemo.tools.launch import running_app as _running_app
 from privacy.keys import generate_master_key
 
 ADMIN_TOKEN = "T4Q9iOnp_iEskNGy0gtYUvpnh0PWZ8lYBZX-6yCNRmw"  # secrets.token_urlsafe(32), generated once

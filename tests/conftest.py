@@ -19,19 +19,17 @@ FACES_PD = Path(__file__).resolve().parent / "data" / "faces-pd"
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     """Eileen Collins, public domain, 512 x 512 x 3 uint8 (shipped with scikit-image)."""
-    from skimage import data
+    from facedemo.app import examples
 
-    return data.astronaut()
+    return examples.astronaut()
 
 
 @pytest.fixture(scope="session")
 def grace_hopper() -> np.ndarray:
     """Grace Hopper, public domain, 600 x 512 x 3 uint8 (shipped with matplotlib)."""
-    from matplotlib import cbook
-    from PIL import Image
+    from facedemo.app import examples
 
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        return np.asarray(Image.open(f).convert("RGB"))
+    return examples.grace_hopper()
 
 
 @pytest.fixture(scope="session")

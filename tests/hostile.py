@@ -10,8 +10,8 @@ import functools
 import io
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 from PIL import Image, features
@@ -63,21 +63,7 @@ class Case:
 # --------------------------------------------------------------------------------- photos
 
 
-@functools.lru_cache(maxsize=None)
-def astronaut() -> np.ndarray:
-    """Eileen Collins, public domain, 512 x 512 RGB (scikit-image)."""
-    from skimage import data
-
-    return data.astronaut()
-
-
-@functools.lru_cache(maxsize=None)
-def grace_hopper() -> np.ndarray:
-    """Grace Hopper, public domain, 600 x 512 RGB (matplotlib)."""
-    from matplotlib import cbook
-
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        return np.asarray(Image.open(f).convert("RGB"))
+from facedemo.app.examples import astronaut, grace_hopper  # noqa: E402  (the photos the corpus is cut from)
 
 
 def _face_crop(photo: np.ndarray, box: tuple[int, int, int, int], side: int, margin: float = 1.6) -> np.ndarray:
@@ -108,7 +94,7 @@ def crowd(rows: int = 6, columns: int = 7, side: int = 64) -> np.ndarray:
 SMALL = (128, 150)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_hopper() -> np.ndarray:
     """Grace Hopper at SMALL (128 x 150 pixels)."""
     return np.asarray(Image.fromarray(grace_hopper()).resize(SMALL, Image.Resampling.BOX))
@@ -686,7 +672,7 @@ READABLE: tuple[str, ...] = tuple(n for n in NAMES if n in _READABLE)
 REFUSED: tuple[str, ...] = tuple(n for n in NAMES if n not in _READABLE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def case(name: str) -> Case:
     """The corpus entry `name`, built on first use."""
     built = replace(_BUILDERS[name](), name=name)

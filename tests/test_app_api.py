@@ -9,14 +9,16 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from facedemo.app import ui
+from facedemo.app.examples import write as write_examples
+
+pytestmark = pytest.mark.e2e
 
 STARTUP_LIMIT_S = 15.0
 
 
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory) -> dict[str, str]:
-    return {p.stem: str(p) for p in ui.write_examples(tmp_path_factory.mktemp("examples"))}
+    return {p.stem: str(p) for p in write_examples(tmp_path_factory.mktemp("examples"))}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from gradio_client import handle_file
 from tests import hostile
 from tests.hostile import MAX_FACES
 
+pytestmark = pytest.mark.e2e
+
 READABLE_SAMPLE = [
     "jpeg_photo", "jpeg_exif_orientation_6", "jpeg_cmyk", "png_16bit_rgb", "gif_animated", "tiny_tight_face_crop_48px",
     "no_face_blank", "crowd_of_42_faces", "photo_at_the_pixel_limit", "strip_1x3000", "thin_rule_400x12",

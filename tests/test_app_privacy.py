@@ -11,10 +11,12 @@ import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
-from models.registry import MODELS
 from facedemo.app.config import Config
+from models.registry import MODELS
 from tests import raw_client
 from tests.app_server import ADMIN_TOKEN
+
+pytestmark = pytest.mark.e2e
 
 CEILING = MODELS[Config.model].max_threshold
 

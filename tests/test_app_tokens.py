@@ -15,6 +15,8 @@ from gradio_client.exceptions import AppError
 from tests import raw_client
 from tests.app_server import ADMIN_TOKEN
 
+pytestmark = pytest.mark.e2e
+
 FREE_FAILURES = 5
 
 
@@ -55,6 +57,6 @@ def test_wrong_admin_tokens_on_the_pages_operator_listing_are_slowed_down(app):
 
 @pytest.fixture(scope="module")
 def examples_photo(tmp_path_factory) -> str:
-    from facedemo.app import ui
+    from facedemo.app import examples
 
-    return str(next(p for p in ui.write_examples(tmp_path_factory.mktemp("examples")) if p.stem == "grace_hopper"))
+    return str(next(p for p in examples.write(tmp_path_factory.mktemp("examples")) if p.stem == "grace_hopper"))

@@ -29,6 +29,8 @@ from facedemo.tools.launch import running_app
 from privacy.keys import generate_master_key
 from tests.app_server import ADMIN_TOKEN
 
+pytestmark = pytest.mark.e2e
+
 # Below the 19 MB upload sent by the size test (the default limit, 20 MiB, is above it).
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
 

@@ -14,7 +14,7 @@ import pytest
 from gradio_client import Client, handle_file
 from playwright.sync_api import expect
 
-from facedemo.app import ui
+from facedemo.app.examples import write as write_examples
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -29,9 +29,13 @@ LAUNCH_ARGS = [
 # Long enough for a model call on 2 busy cores; a healthy run needs a fraction of it.
 WAIT_MS = 60_000
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)"
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)"
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,7 @@ def page(browser, app):
 
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory) -> dict[str, str]:
-    return {p.stem: str(p) for p in ui.write_examples(tmp_path_factory.mktemp("examples"))}
+    return {p.stem: str(p) for p in write_examples(tmp_path_factory.mktemp("examples"))}
 
 
 def snapshot(page, name: str) -> None:

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from models import mtcnn
 from facedemo.detection import primary_face
 from facedemo.results import Face
+from models import mtcnn
 from tests.engine import compose
 
 

@@ -37,7 +37,7 @@ def load_within_limits(data: bytes) -> np.ndarray:
     return load(data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def analysed(name: str, pipeline):
     """The pipeline's analysis of a readable corpus entry (computed once: the crowd takes seconds)."""
     return pipeline.analyse(load_within_limits(hostile.case(name).data))

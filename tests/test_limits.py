@@ -8,9 +8,7 @@ from facedemo.app.service import EnrolmentError, FaceDemo
 from privacy.keys import generate_master_key
 from privacy.vault import NAME_MAX_CHARS
 from tests import hostile
-
 from tests.app_server import ADMIN_TOKEN as ADMIN
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

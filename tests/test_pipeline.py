@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from facedemo.app.config import Config, ConfigError
-from facedemo.pipeline import Pipeline
 from facedemo.embedding import model_spec
 from facedemo.matching import Gallery, Subject, ThresholdError, distances
+from facedemo.pipeline import Pipeline
 from models.registry import MODELS
 from tests.engine import augment, compose
 

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 from facedemo import render
-from facedemo.results import Face
-from facedemo.results import FaceAnalysis
 from facedemo.matching import Decision
+from facedemo.results import Face, FaceAnalysis
 
 GREY = 128
 

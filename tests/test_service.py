@@ -1,4 +1,6 @@
 """Enrolment, recognition and erasure through the service, with the real models and a real vault."""
+from datetime import UTC
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -92,9 +94,9 @@ def test_names_in_any_script_are_accepted(name):
 
 def test_retention_timer_purges_expired_subjects(tmp_path, pipeline, astronaut):
     import time
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = [datetime.now(timezone.utc)]
+    now = [datetime.now(UTC)]
     config = Config(data_dir=tmp_path, master_key=generate_master_key(), retention_days=1)
     demo = FaceDemo(config, pipeline=pipeline, clock=lambda: now[0])
     demo.enroll("Eileen Collins", [astronaut], consent=True)

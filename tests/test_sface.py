@@ -9,13 +9,12 @@ import pytest
 import torch
 
 ort = pytest.importorskip("onnxruntime")
-skimage_data = pytest.importorskip("skimage.data")
 skimage_transform = pytest.importorskip("skimage.transform")
-cbook = pytest.importorskip("matplotlib.cbook")
 Image = pytest.importorskip("PIL.Image")
 
-from models.registry import SFACE, TEMPLATE_112  # noqa: E402
+from facedemo.app import examples  # noqa: E402
 from models import sface, weights  # noqa: E402
+from models.registry import SFACE, TEMPLATE_112  # noqa: E402
 from models.weights import WeightsError  # noqa: E402
 
 # Five landmarks (x, y in image pixels: left eye, right eye, nose, mouth left, mouth right)
@@ -54,9 +53,7 @@ def _aligned_chip(image: np.ndarray, landmarks) -> np.ndarray:
 @pytest.fixture(scope="module")
 def chips() -> dict[str, np.ndarray]:
     """Named real face chips, each 3 x 112 x 112 float32 RGB 0..255 (CHW, as the networks take)."""
-    astronaut = skimage_data.astronaut()
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        hopper = np.asarray(Image.open(f).convert("RGB"))
+    astronaut, hopper = examples.astronaut(), examples.grace_hopper()
     a = _aligned_chip(astronaut, ASTRONAUT_LANDMARKS)
     h = _aligned_chip(hopper, HOPPER_LANDMARKS)
     # An unaligned square crop around the astronaut's face, resized: still a face, framed differently.

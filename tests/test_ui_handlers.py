@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from pathlib import Path
 
@@ -13,6 +12,8 @@ from PIL import Image
 
 from facedemo.app import ui
 from facedemo.app.config import Config
+from facedemo.app.examples import write as write_examples
+from facedemo.app.handlers import Handlers, Shown
 from facedemo.app.service import FaceDemo
 from facedemo.app.uploads import UploadFolder
 from privacy.keys import generate_master_key
@@ -33,14 +34,14 @@ def face_demo(workdir) -> FaceDemo:
 
 
 @pytest.fixture(scope="module")
-def handlers(face_demo, workdir) -> ui.Handlers:
-    h = ui.Handlers(face_demo)
+def handlers(face_demo, workdir) -> Handlers:
+    h = Handlers(face_demo)
     yield h
 
 
 @pytest.fixture(scope="module")
 def examples(workdir) -> dict[str, Path]:
-    return {p.stem: p for p in ui.write_examples(workdir / "examples")}
+    return {p.stem: p for p in write_examples(workdir / "examples")}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_analyse_returns_both_images_a_row_per_face_a_summary_and_the_state(hand
     assert 150 < x1 < x2 < 300 and 40 < y1 < y2 < 200
     assert float(confidence) > 0.99
     assert "1 face found" in summary and "nobody is enrolled" in summary
-    assert isinstance(shown, ui.Shown) and len(shown.analysis.faces) == 1
+    assert isinstance(shown, Shown) and len(shown.analysis.faces) == 1
 
 
 def test_the_examples_are_astronaut_grace_hopper_and_a_group_of_both(examples):
@@ -317,7 +318,7 @@ def uploaded(folder: UploadFolder, source: Path) -> str:
 def test_enrolment_deletes_its_uploads_when_the_request_ends_enrolled_or_refused(
     face_demo, upload_folder, photo_files, consent
 ):
-    handlers = ui.Handlers(face_demo, upload_folder)
+    handlers = Handlers(face_demo, upload_folder)
     photos = [uploaded(upload_folder, photo_files["grace_hopper"]), str(photo_files["grace_hopper"])]
     _, _, subject_id, token, *_ = handlers.enroll("Grace Hopper", photos, consent)
     if consent:
@@ -327,7 +328,7 @@ def test_enrolment_deletes_its_uploads_when_the_request_ends_enrolled_or_refused
 
 
 def test_analysis_deletes_its_upload_and_a_second_use_asks_for_it_again(face_demo, upload_folder, photo_files):
-    handlers = ui.Handlers(face_demo, upload_folder)
+    handlers = Handlers(face_demo, upload_folder)
     photo = uploaded(upload_folder, photo_files["astronaut"])
     handlers.analyse(photo, None, False)
     assert not Path(photo).exists()
@@ -400,7 +401,7 @@ def test_the_receipt_text_explains_a_match_with_another_enrolled_person():
         "probe": {"templates_probed": 2, "matched_subject": False, "matched_other": 1},
         "copies_before_erasure": "Copies made before this erasure still hold the wrapped key.",
     }
-    text = ui.Handlers.erasure_text(receipt)
+    text = Handlers.erasure_text(receipt)
     assert "none of them matches you any more" in text
     assert "1 of 2 came closer than the threshold to another enrolled person" in text
 
@@ -450,7 +451,7 @@ def markdown_texts(page: gr.Blocks) -> list[str]:
 
 def test_development_mode_is_announced_on_the_page(face_demo, tmp_path):
     dev_demo = FaceDemo(Config(data_dir=tmp_path / "dev"), pipeline=face_demo.pipeline)  # no master key
-    dev_handlers = ui.Handlers(dev_demo)
+    dev_handlers = Handlers(dev_demo)
     try:
         assert dev_demo.dev_mode
         assert any("Development mode" in text for text in markdown_texts(ui.build(dev_handlers)))

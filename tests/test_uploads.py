@@ -19,7 +19,12 @@ import pytest
 
 from facedemo.app import uploads
 from facedemo.app.uploads import (
-    LOCK_NAME, UploadFolder, UploadFolderError, UploadGone, UploadGuard, remove_dead_instances,
+    LOCK_NAME,
+    UploadFolder,
+    UploadFolderError,
+    UploadGone,
+    UploadGuard,
+    remove_dead_instances,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from facedemo.app.config import Config, ConfigError
 
-
 # Secrets are read from these when not given on the command line, where every local user can see
 # them (ps, /proc/PID/cmdline); on a terminal the user is asked instead.
 TOKEN_ENV = "FACEDEMO_TOKEN"
@@ -41,7 +40,6 @@ def _print_json(data) -> None:
 
 
 def _pipeline(config: Config):
-    from facedemo.pipeline import Pipeline
 
     return config.pipeline()
 
@@ -340,10 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     from facedemo.app.runtime import tune_allocator
 
     tune_allocator()
-    from facedemo.tools.dataset import DatasetError
-    from facedemo.images import ImageError
-    from facedemo.embedding import ModelUnavailable
     from facedemo.app.service import EnrolmentError
+    from facedemo.embedding import ModelUnavailable
+    from facedemo.images import ImageError
+    from facedemo.tools.dataset import DatasetError
     from models.weights import WeightsError
     from privacy import VaultError
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from facedemo.embedding import ModelUnavailable
 from facedemo.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
@@ -63,7 +63,7 @@ class Config:
     max_enrol_photos: int = 10
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         env = os.environ if env is None else env
         return cls(
             data_dir=_default_data_dir(env),

@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Sequence
 
 import numpy as np
+
 from facedemo.alignment import align
 from facedemo.app.config import Config
-from facedemo.results import Face
-from facedemo.images import ImageError, ImageSource, load
-from facedemo.pipeline import Pipeline
-from facedemo.results import Analysis
 from facedemo.embedding import model_spec
+from facedemo.images import ImageError, ImageSource, load
 from facedemo.matching import Gallery, checked_threshold, decide, distances, nearest
+from facedemo.pipeline import Pipeline
+from facedemo.results import Analysis, Face
 from privacy import VaultError
 from privacy.vault import NAME_MAX_CHARS, Vault
 
@@ -43,7 +43,7 @@ class EnrolmentError(ValueError):
     """Enrolment was refused as a whole; the message says why, `verdicts` (when photos were
     checked) why each photo was or was not usable."""
 
-    def __init__(self, message: str, verdicts: Sequence["PhotoVerdict"] = ()) -> None:
+    def __init__(self, message: str, verdicts: Sequence[PhotoVerdict] = ()) -> None:
         super().__init__(message)
         self.verdicts = tuple(verdicts)
 

@@ -32,8 +32,9 @@ import tempfile
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 INSTANCE_PREFIX = "instance-"
 UPLOAD_PREFIX = "up-"
@@ -270,7 +271,7 @@ class UploadFolder:
 
     @classmethod
     def create(cls, operator_dir: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
-               ram_min_free: int = RAM_MIN_FREE, **ages: float) -> "UploadFolder":
+               ram_min_free: int = RAM_MIN_FREE, **ages: float) -> UploadFolder:
         """A new instance folder: in `operator_dir` (an operator's GRADIO_TEMP_DIR) when given, else
         in the first usable per-user base of `default_bases` (a RAM one only with `ram_min_free`
         bytes free). Folders left there by dead instances are removed first.
@@ -499,7 +500,7 @@ class UploadFolder:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> "UploadFolder":
+    def __enter__(self) -> UploadFolder:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from facedemo.alignment import align
-from models.registry import TEMPLATE_150
 from facedemo.tools.dataset import DatasetError, primary_face_of, read_dataset
+from models.registry import TEMPLATE_150
 from models.seed_cnn import MODEL_ID, cross_entropy, predict, train
 
 CHIP_SIZE = 64

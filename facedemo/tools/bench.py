@@ -10,8 +10,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -51,12 +51,9 @@ def _interleaved_ms(ours: Callable[[], object], theirs: Callable[[], object], re
 def sample_photos() -> dict[str, np.ndarray]:
     """'512': the astronaut photo; '1080p': 1920 x 1080 with 8 faces of varied size; plus the
     group photos of tests/data/faces-pd/_groups when that folder is present."""
-    from matplotlib import cbook
-    from skimage import data
+    from facedemo.app import examples
 
-    astronaut = data.astronaut()
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        hopper = np.asarray(Image.open(f).convert("RGB"))
+    astronaut, hopper = examples.astronaut(), examples.grace_hopper()
     canvas = Image.new("RGB", (1920, 1080), (90, 110, 130))
     sizes = [420, 380, 340, 300, 260, 230, 200, 180]
     x = 10

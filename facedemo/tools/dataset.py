@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from facedemo.detection import primary_face
-from facedemo.results import Face
 from facedemo.images import ImageError, load
 from facedemo.matching import Gallery, Subject
+from facedemo.results import Face
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facedemo.tools.dataset import primary_face_of, read_dataset
 from facedemo.embedding import model_spec
 from facedemo.matching import Gallery, Subject, decide, distances, nearest
+from facedemo.tools.dataset import primary_face_of, read_dataset
 
 FARS = ("0.01", "0.001")
 

@@ -247,12 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
 
-    from facedemo.app.ui import write_examples
+    from facedemo.app import examples
     from privacy.keys import generate_master_key
 
     with tempfile.TemporaryDirectory(prefix="facedemo-loadtest-") as tmp:
         workdir = Path(tmp)
-        photos = {p.stem: str(p) for p in write_examples(workdir / "photos")}
+        photos = {p.stem: str(p) for p in examples.write(workdir / "photos")}
         if args.url:
             summary, _ = load_test(args.url, photos, args.requests, args.clients)
         else:
