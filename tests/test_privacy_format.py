@@ -13,12 +13,14 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from privacy.keys import generate_master_key, parse_master_key
-from privacy.vault import Vault
+from privacy import keys
+from privacy.keys import MasterKey, generate_master_key, parse_master_key
+from privacy.vault import Vault, VaultError
 from tests.privacy_helpers import Clock, no_probe, random_templates
 
 MODEL = "test_model"
@@ -151,3 +153,28 @@ def test_blobs_the_vault_writes_open_with_the_documented_keys_and_associated_dat
     head = hmac.new(audit_key, b"head" + len(chain).to_bytes(8, "big") + previous, "sha256").digest()
     assert meta["audit_head"] == head
 
+
+
+def test_sealing_recipes_bind_each_blob_to_the_documented_associated_data():
+    master, data_key = MasterKey(parse_master_key(generate_master_key())), keys.new_data_key()
+    sealed = {
+        aad("subject key", SUBJECT_ID): (master.raw, keys.seal_subject_key(master, SUBJECT_ID, data_key), data_key),
+        aad("subject record", SUBJECT_ID): (data_key, keys.seal_record(data_key, SUBJECT_ID, b"{}"), b"{}"),
+        aad("template", SUBJECT_ID, "r1", MODEL): (data_key, keys.seal_template(data_key, SUBJECT_ID, "r1", MODEL, b"v"), b"v"),
+        aad("vault secret"): (master.raw, keys.seal_vault_secret(master, b"s" * 32), b"s" * 32),
+    }
+    for associated, (key, blob, plaintext) in sealed.items():
+        assert unseal(key, blob, associated) == plaintext
+    # And the twins open what the format describes, and nothing moved elsewhere.
+    template = seal(data_key, b"v", aad("template", SUBJECT_ID, "r1", MODEL), bytes(12))
+    assert keys.open_template(data_key, SUBJECT_ID, "r1", MODEL, template) == b"v"
+    with pytest.raises(VaultError, match="template r2 of subject .* failed authentication"):
+        keys.open_template(data_key, SUBJECT_ID, "r2", MODEL, template)
+    wrapped = seal(master.raw, data_key, aad("subject key", SUBJECT_ID), bytes(12))
+    assert keys.open_subject_key(master, SUBJECT_ID, wrapped) == data_key
+    with pytest.raises(VaultError, match="data key of subject other"):
+        keys.open_subject_key(master, "other", wrapped)
+    record = seal(data_key, b"{}", aad("subject record", SUBJECT_ID), bytes(12))
+    assert keys.open_record(data_key, SUBJECT_ID, record) == b"{}"
+    secret = seal(master.raw, b"s" * 32, aad("vault secret"), bytes(12))
+    assert keys.open_vault_secret(master, secret) == b"s" * 32
