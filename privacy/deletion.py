@@ -5,8 +5,8 @@ then compact the database so the freed bytes leave its files, and update the in-
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np

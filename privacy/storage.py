@@ -23,7 +23,8 @@ Guarantees every backend must give (the tests in tests/test_privacy_*.py rely on
 - Driver exceptions are listed in `errors`; the vault turns them into VaultError with
   `error_message(exc)`, which says what a person can do (busy, read-only, disk full, corrupt).
 
-A PostgreSQL backend (psycopg 3; FACEDEMO_DATABASE_URL) must provide, in the same terms:
+A PostgreSQL backend (psycopg 3; FACEDEMO_DATABASE_URL), chosen in `privacy.opening.open_store`,
+must provide, in the same terms:
 - the same five tables (bytea for blobs, text for the ISO times, bigint seq for the audit log);
 - `write()`: a READ COMMITTED transaction that first takes a transaction-level advisory lock
   (`SELECT pg_advisory_xact_lock(<vault constant>)`), which serialises writers as BEGIN IMMEDIATE
@@ -31,13 +32,16 @@ A PostgreSQL backend (psycopg 3; FACEDEMO_DATABASE_URL) must provide, in the sam
 - `snapshot()` and `reader()`: REPEATABLE READ READ ONLY transactions (`reader()` on its own
   connection);
 - `change_marker()`: a change sequence, e.g. a one-row table `changes(seq bigint)` incremented in
-  every write transaction (or a trigger on subjects), read cheaply on each call; LISTEN/NOTIFY on a
+  every write transaction (a key rotation too: the sync is where another replica's rotation is
+  noticed), read cheaply outside a transaction on each call; LISTEN/NOTIFY on a
   `facedemo_vault` channel may wake replicas, but the sequence stays the source of truth because
   notifications are lost while a connection is down;
-- `compact()`: VACUUM of subjects, subject_keys and templates after a deletion (outside a
-  transaction, autocommit). PostgreSQL's WAL, replicas and base backups keep the deleted rows
-  until they are recycled: `compact()` returns True only for what it can do, and the receipts'
-  statement about copies (key epochs) covers the rest;
+- `compact()`: VACUUM of subject_keys, templates and subjects after a deletion (autocommit: VACUUM
+  cannot run inside a transaction). VACUUM makes the dead rows' space reusable without overwriting
+  it; VACUUM FULL rewrites the tables (under an exclusive lock) and is the closer match to
+  secure_delete. Neither reaches WAL segments not yet recycled, replicas or base backups: the
+  receipt's `wal_checkpointed` claim must be reworded for this backend, and its statement about
+  copies made before the erasure (key epochs) covers the rest;
 - `errors = (psycopg.Error,)` and messages for serialization failures, lost connections,
   read-only replicas and a full disk;
 - `close()` returning the connection (or the pool's connection).
