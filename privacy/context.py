@@ -5,7 +5,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from privacy import VaultError
 from privacy.access import Access
@@ -18,7 +18,7 @@ from privacy.storage import Storage, translated_errors
 
 def utc_now() -> datetime:
     """The default vault clock."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def checked_now(clock: Callable[[], datetime]) -> datetime:
@@ -26,7 +26,7 @@ def checked_now(clock: Callable[[], datetime]) -> datetime:
     now = clock()
     if not isinstance(now, datetime) or now.tzinfo is None:
         raise VaultError("the vault's clock must return timezone-aware datetimes")
-    return now.astimezone(timezone.utc)
+    return now.astimezone(UTC)
 
 
 @dataclass

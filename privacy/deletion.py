@@ -6,7 +6,7 @@ then compact the database so the freed bytes leave its files, and update the in-
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -48,7 +48,7 @@ def forget(ctx: VaultContext, subject_id: str, token: str, probe: Probe, client:
     rotation_due = None
     if ctx.key_rotation_days is not None and key_created is not None:
         created = datetime.fromisoformat(key_created.decode())
-        rotation_due = (created + timedelta(days=ctx.key_rotation_days)).astimezone(timezone.utc)
+        rotation_due = (created + timedelta(days=ctx.key_rotation_days)).astimezone(UTC)
     receipt = ErasureReceipt(
         receipt_id=receipt_id,
         subject_id=subject_id,

@@ -52,7 +52,7 @@ import contextlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 from privacy import VaultError
@@ -63,7 +63,7 @@ SUBJECT_TABLES = ("subject_keys", "templates", "subjects")
 
 def iso_utc(moment: datetime) -> str:
     """The stored form of a time: ISO 8601 UTC, always with microseconds and +00:00 (fixed width)."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)

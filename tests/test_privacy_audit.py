@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -79,7 +79,7 @@ def test_log_holds_no_names_templates_or_tokens(tmp_path):
 def test_free_text_is_refused_in_audit_fields(tmp_path):
     db = store.SqliteStore.open(tmp_path / "a.db")
     db.create_schema()
-    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
     key = bytes(32)
     for fields in ({"name": "Ada Lovelace"}, {"token": "x" * 43}, {"templates": [0.25, 0.5]}, {"nested": {"a": [1]}}):
         with pytest.raises(VaultError):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -61,7 +61,7 @@ def test_receipt_states_the_date_the_rotation_schedule_retires_the_key(tmp_path)
         a = vault.enroll("A", {MODEL: random_templates(1)}, "v1", True)
         clock.now += timedelta(days=10)
         receipt = vault.forget(a.subject_id, a.deletion_token, no_probe)
-    assert receipt.master_key_rotation_due == datetime(2030, 4, 1, 12, 0, tzinfo=timezone.utc)
+    assert receipt.master_key_rotation_due == datetime(2030, 4, 1, 12, 0, tzinfo=UTC)
     assert "a new master key every 90 days) retires it by 2030-04-01" in receipt.copies_before_erasure
     data = receipt.to_dict()
     assert data["master_key_rotation_due"] == "2030-04-01T12:00:00.000000+00:00"
@@ -81,7 +81,7 @@ def test_rotation_starts_a_new_key_epoch_and_an_overdue_rotation_is_said_so(tmp_
     assert "was to retire it by 2030-01-31" in overdue.copies_before_erasure
     assert "overdue" in overdue.copies_before_erasure and overdue.master_key_id == key_id(old)
     assert fresh.master_key_id == key_id(new)
-    assert fresh.master_key_rotation_due == datetime(2030, 3, 17, 12, 0, tzinfo=timezone.utc)
+    assert fresh.master_key_rotation_due == datetime(2030, 3, 17, 12, 0, tzinfo=UTC)
 
 
 def test_vault_from_before_key_epochs_takes_its_key_date_from_the_audit_log(tmp_path):
@@ -94,7 +94,7 @@ def test_vault_from_before_key_epochs_takes_its_key_date_from_the_audit_log(tmp_
     with Vault.open(tmp_path, master_key=key, clock=clock, key_rotation_days=10) as vault:
         receipt = vault.forget(a.subject_id, a.deletion_token, no_probe)
         assert vault.audit_verify().ok
-    assert receipt.master_key_rotation_due == datetime(2030, 1, 11, 12, 0, tzinfo=timezone.utc)
+    assert receipt.master_key_rotation_due == datetime(2030, 1, 11, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("days", [0, -1, 1.5, True, "90"])

@@ -138,8 +138,8 @@ def test_blobs_the_vault_writes_open_with_the_documented_keys_and_associated_dat
     data_key = unseal(master, wrapped, aad("subject key", sid))
     record = json.loads(unseal(data_key, record_ct, aad("subject record", sid)))
     assert record["name"] == "Grace Hopper" and record["templates"] == {MODEL: [r[0] for r in rows]}
-    for (record_id, model_id, row_index, dim, ct), vector in zip(rows, templates):
-        assert (model_id, dim) == (MODEL, 128)
+    for index, ((record_id, model_id, row_index, dim, ct), vector) in enumerate(zip(rows, templates)):
+        assert (model_id, row_index, dim) == (MODEL, index, 128)
         plain = unseal(data_key, ct, aad("template", sid, record_id, MODEL))
         assert plain == vector.astype("<f4").tobytes()
     audit_key = derive(vault_secret, "audit")
