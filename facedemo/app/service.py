@@ -17,7 +17,7 @@ from facedemo.matching import Gallery, checked_threshold, decide, distances, nea
 from facedemo.pipeline import Pipeline
 from facedemo.results import Analysis, Face
 from privacy import VaultError
-from privacy.vault import NAME_MAX_CHARS, Vault
+from privacy.vault import Vault, validate_name
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +34,6 @@ CONSENT_TEXT = (
 MIN_ENROL_SCORE = 0.95
 MIN_ENROL_FACE_PX = 40
 MIN_SHARPNESS = 15.0
-# Zero-width (non-)joiners are part of correct spelling in Persian and Indic scripts; every
-# other invisible or control character is refused.
-NAME_JOINERS = frozenset("\u200c\u200d")
 
 
 class EnrolmentError(ValueError):
@@ -63,22 +60,6 @@ class EnrolmentOutcome:
 
     receipt: object
     verdicts: tuple[PhotoVerdict, ...]
-
-
-def validate_name(name: object) -> str:
-    """A display name: 1..100 characters, letters of any language, no control characters."""
-    if not isinstance(name, str):
-        raise EnrolmentError("the name must be text")
-    name = " ".join(name.split())
-    if not name:
-        raise EnrolmentError("please give a name")
-    if len(name) > NAME_MAX_CHARS:
-        raise EnrolmentError(f"the name is {len(name)} characters long; the limit is {NAME_MAX_CHARS}")
-    if not any(ch.isalpha() for ch in name):
-        raise EnrolmentError("the name must contain at least one letter")
-    if any(not ch.isprintable() and ch not in NAME_JOINERS for ch in name):
-        raise EnrolmentError("the name contains control or invisible characters")
-    return name
 
 
 def sharpness(chip: np.ndarray) -> float:
