@@ -60,3 +60,17 @@ def examples_photo(tmp_path_factory) -> str:
     from facedemo.app import examples
 
     return str(next(p for p in examples.write(tmp_path_factory.mktemp("examples")) if p.stem == "grace_hopper"))
+
+
+@pytest.mark.parametrize("weak", ["aaaaaaaaaaaaaaaa", "password12345678"])
+def test_the_app_refuses_to_start_with_a_weak_admin_token_and_says_how_to_make_one(tmp_path, weak):
+    from facedemo.tools.launch import running_app
+    from privacy.keys import generate_master_key
+
+    with pytest.raises(RuntimeError) as refused:
+        with running_app(tmp_path, generate_master_key(), weak, timeout_s=120):
+            pass
+    log = str(refused.value)
+    assert "exited with code 1" in log and "the admin token is too weak" in log and "128 are needed" in log
+    assert "secrets.token_urlsafe" in log
+    assert "Traceback" not in log
