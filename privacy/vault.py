@@ -9,7 +9,7 @@
 - enrolment.py, subject_access.py (describe, export, list), deletion.py (forget, purge): the operations;
 - validation.py: what callers may pass (names, ids, templates, the admin token); context.py: the shared parts.
 
-Layout of the protection (see ../shared/DESIGN.md, "Privacy"):
+Layout of the protection (README.md, "Privacy"; docs/architecture.md for where each part lives):
 - every subject has a random 256-bit data key, stored only wrapped (AES-256-GCM) by the master key;
 - the subject's record (name + the ids of its template rows) and each template are sealed with that
   key, with associated data naming (subject id, record id, model id), so a blob moved fails to open;
