@@ -33,6 +33,8 @@ CONSENT_TEXT = (
 # detail; sharpness is the variance of the Laplacian of the aligned grey chip (pixel units^2).
 MIN_ENROL_SCORE = 0.95
 MIN_ENROL_FACE_PX = 40
+# A second face at least this fraction of the largest one's size makes an enrolment photo ambiguous.
+COMPARABLE_FACE = 0.6
 MIN_SHARPNESS = 15.0
 
 
@@ -161,22 +163,31 @@ class FaceDemo:
         return analysis.restricted_to(set(self.gallery(analysis.model_id).subject_ids)).with_threshold(threshold)
 
     def _enrolment_face(self, image: np.ndarray) -> tuple[Face | None, str]:
+        """The face an enrolment photo is about, or None, and the reason for people.
+
+        The dominant face is used, as on the Detect tab: the largest confident one. A face in the
+        background is ignored and mentioned, unless it is as large as the dominant one (at least
+        COMPARABLE_FACE of its size): then nobody can tell whose photo it is.
+        """
         faces = self.pipeline.detect(image)
         if not faces:
             return None, "no face found"
         confident = [f for f in faces if f.score >= MIN_ENROL_SCORE]
-        big = [f for f in confident if min(f.width, f.height) >= MIN_ENROL_FACE_PX]
-        if len(big) > 1:
-            return None, f"{len(big)} faces found; use a photo of you alone"
-        if not big:
-            if confident:
-                side = max(min(f.width, f.height) for f in confident)
-                return None, f"face too small ({side:.0f} px; at least {MIN_ENROL_FACE_PX} px needed)"
+        if not confident:
             return None, "no clear face found"
-        face = big[0]
+        face = max(confident, key=lambda f: f.area)
+        side = min(face.width, face.height)
+        rivals = [f for f in confident if f is not face and min(f.width, f.height) >= COMPARABLE_FACE * side]
+        if rivals:
+            return None, f"{len(rivals) + 1} faces of similar size found; use a photo of you alone"
+        if side < MIN_ENROL_FACE_PX:
+            return None, f"face too small ({side:.0f} px; at least {MIN_ENROL_FACE_PX} px needed)"
         chip = align(image, face.landmarks)
         if sharpness(chip) < MIN_SHARPNESS:
             return None, "face too blurred"
+        others = len(faces) - 1
+        if others:
+            return face, f"accepted (the largest face; {others} smaller face{'s' if others > 1 else ''} ignored)"
         return face, "accepted"
 
     def enroll(
