@@ -242,7 +242,7 @@ def test_export_downloads_in_the_browser_from_the_response(page, app, examples):
         data = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
         assert data["name"] == "Grace Hopper" and data["subject_id"] == receipt["subject_id"]
         assert download.value.url.startswith("blob:")  # made in the page; no server URL to fetch again
-        expect(page.locator("#export-note")).to_contain_text("kept no copy")
+        expect(page.locator("#my-data-note")).to_contain_text("kept no copy")
 
 
 def test_how_it_works_says_whether_the_audit_log_verifies(page):

@@ -378,20 +378,30 @@ def test_export_for_the_page_is_the_subjects_json_and_writes_no_file(handlers, e
 
 def test_only_the_subjects_own_token_exports_or_describes(handlers, enrolled):
     subject_id, _ = enrolled
-    for call in (handlers.export, handlers.describe, handlers.export_download):
+    for call in (handlers.export, handlers.describe):
         with pytest.raises(gr.Error, match="wrong token"):
             call(subject_id, ADMIN_TOKEN)
+    for page_call in (handlers.describe_mine, handlers.export_download):
+        data, note = page_call(subject_id, ADMIN_TOKEN)
+        assert data is None and "wrong token" in note
+
+
+def test_a_refused_deletion_in_the_page_says_why_where_the_receipt_would_be(handlers, enrolled):
+    subject_id, token = enrolled
+    text, receipt, *_ = handlers.forget_mine(subject_id, "not-the-token")
+    assert receipt is None and "wrong token" in text
+    assert handlers.describe(subject_id, token)["subject_id"] == subject_id  # still there
 
 
 def test_deleting_from_the_page_clears_what_it_showed_and_explains_the_receipt(handlers, photo_files):
     result = handlers.api_enroll("Grace Hopper", [str(photo_files["grace_hopper"])], True)
-    text, receipt, stored, export, export_note, token, confirm = handlers.forget_mine(
+    text, receipt, stored, export, note, token, confirm = handlers.forget_mine(
         result["subject_id"], result["deletion_token"]
     )
     assert text.startswith("**Your data was deleted**")
     assert "none of them matches you any more" in text
     assert receipt["master_key_id"] in text  # what deletion does not reach yet, named
-    assert (stored, export, export_note, token) == (None, None, None, "")
+    assert (stored, export, note, token) == (None, None, "", "")
     assert confirm == gr.update(visible=False)
 
 

@@ -256,10 +256,17 @@ class Handlers:
             _required(subject_id, "your subject id"), _required(token, "your deletion token"), _client(request)
         )
 
-    def export_download(self, subject_id: str, token: str, request: gr.Request | None = None) -> tuple[dict, str]:
+    def describe_mine(self, subject_id: str, token: str, request: gr.Request | None = None) -> tuple[dict | None, str]:
+        """`describe` for the page: what is stored, or None and why not (a message that stays in the tab)."""
+        return _in_page(lambda: self.describe(subject_id, token, request))
+
+    def export_download(self, subject_id: str, token: str, request: gr.Request | None = None) -> tuple[dict | None, str]:
         """`export` for the page, which turns it into a download in the browser (EXPORT_DOWNLOAD_JS):
-        no copy is written on the server, so no URL can serve it later. Also a line saying so."""
-        data = self.export(subject_id, token, request)
+        no copy is written on the server, so no URL can serve it later. Also a line saying so, or None
+        and why not."""
+        data, refusal = _in_page(lambda: self.export(subject_id, token, request))
+        if data is None:
+            return None, refusal
         return data, (
             f"**Downloaded** as `facedemo-export-{data['subject_id']}.json`. It holds your name and templates "
             "in plain text: keep it somewhere safe, or delete it. The app kept no copy."
@@ -279,12 +286,15 @@ class Handlers:
 
     def forget_mine(
         self, subject_id: str, token: str, request: gr.Request | None = None
-    ) -> tuple[str, dict, None, None, None, str, Any]:
+    ) -> tuple[str, dict | None, Any, Any, Any, Any, Any]:
         """The page's confirmed "Delete my data": the receipt in plain words and as JSON, then what the
-        tab clears (what was shown as stored, the export, its message, the token) and the hidden
-        confirmation."""
-        receipt = self.forget(subject_id, token, request)
-        return self.erasure_text(receipt), receipt, None, None, None, "", gr.update(visible=False)
+        tab clears (what was shown as stored, the export, the tab's message, the token) and the hidden
+        confirmation. Refused: why, in place of the receipt, and nothing else changes."""
+        receipt, refusal = _in_page(lambda: self.forget(subject_id, token, request))
+        hidden = gr.update(visible=False)
+        if receipt is None:
+            return refusal, None, gr.update(), gr.update(), gr.update(), gr.update(), hidden
+        return self.erasure_text(receipt), receipt, None, None, "", "", hidden
 
     @staticmethod
     def erasure_text(receipt: dict) -> str:
@@ -382,6 +392,16 @@ class Handlers:
             **outcome.receipt.to_dict(),
             "photos": [{"photo": v.index + 1, "accepted": v.accepted, "reason": v.reason} for v in outcome.verdicts],
         }
+
+def _in_page(call: Callable[[], Any]) -> tuple[Any, str]:
+    """A handler run for the page: (its result, "") or (None, the refusal as Markdown). The message stays
+    where the person is looking until the next action; a toast would vanish, an error badge would
+    cover the output."""
+    try:
+        return call(), ""
+    except gr.Error as exc:
+        return None, f"⚠️ {exc.message}"
+
 
 def _client(request: gr.Request | None) -> str | None:
     """Who is asking, for the vault's limit on wrong tokens: the peer's address (None in tests)."""

@@ -208,11 +208,11 @@ def _my_data_tab(h: Handlers, detect: DetectTab) -> None:
         stored = gr.JSON(label="Stored about you", elem_id="stored")
         # Holds the export only on its way to the browser's download; never shown, never a file.
         export_data = gr.JSON(visible=False)
-        export_note = gr.Markdown(elem_id="export-note")
+        note = gr.Markdown(elem_id="my-data-note")
         erasure_note = gr.Markdown(elem_id="erasure-note")
         erasure = gr.JSON(label="Erasure receipt", elem_id="erasure")
-        show_go.click(h.describe, [subject, token], stored, **UI_ONLY)
-        export_go.click(h.export_download, [subject, token], [export_data, export_note], **UI_ONLY).success(
+        show_go.click(h.describe_mine, [subject, token], [stored, note], **UI_ONLY)
+        export_go.click(h.export_download, [subject, token], [export_data, note], **UI_ONLY).success(
             None, export_data, None, js=EXPORT_DOWNLOAD_JS, **UI_ONLY
         )
         forget_go.click(_shown, None, confirm_row, **UI_ONLY)
@@ -220,7 +220,7 @@ def _my_data_tab(h: Handlers, detect: DetectTab) -> None:
         # The first tab's result is decided again at once, so the erased name leaves it too.
         confirm_go.click(
             h.forget_mine, [subject, token],
-            [erasure_note, erasure, stored, export_data, export_note, token, confirm_row], **UI_ONLY,
+            [erasure_note, erasure, stored, export_data, note, token, confirm_row], **UI_ONLY,
         ).success(h.redecide, [detect.shown, detect.threshold, detect.blur], detect.outputs, **UI_ONLY)
         _operator_section(h)
 
