@@ -1,7 +1,8 @@
 """Erasing subjects from the live vault: `forget` with its probe and signed receipt, and the retention purge.
 
 Both delete the subject's wrapped data key and every row in one transaction (crypto-shredding),
-then compact the database so the freed bytes leave its files, and update the in-memory gallery.
+then compact the database (SQLite: the freed bytes leave its files; PostgreSQL: VACUUM, see
+`privacy.erasure.copies_statement`), and update the in-memory gallery.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def forget(ctx: VaultContext, subject_id: str, token: str, probe: Probe, client:
                 {"subject_id": subject_id, "by": by, "receipt_id": receipt_id, "templates": templates_deleted},
             )
         compacted = store.compact()
+        backend = store.backend
         ctx.gallery.discard([subject_id])
     matches = _probe(probe, doomed)
     rotation_due = None
@@ -58,10 +60,13 @@ def forget(ctx: VaultContext, subject_id: str, token: str, probe: Probe, client:
         templates_deleted=templates_deleted,
         live_key_deleted=rows_deleted["subject_keys"] == 1 and left["subject_keys"] == 0,
         live_rows_deleted=rows_deleted["subjects"] == 1 and not any(left.values()),
-        wal_checkpointed=compacted,
+        # Only SQLite's WAL can be truncated by the vault; PostgreSQL's copies are named in copies_before_erasure.
+        wal_checkpointed=compacted if backend == "sqlite" else None,
         master_key_id=master_key_id,
         master_key_rotation_due=rotation_due,
-        copies_before_erasure=erasure.copies_statement(master_key_id, rotation_due, ctx.key_rotation_days, erased_at),
+        copies_before_erasure=erasure.copies_statement(
+            master_key_id, rotation_due, ctx.key_rotation_days, erased_at, backend, compacted
+        ),
         probe=erasure.summarise_probe(subject_id, matches),
     )
     return erasure.sign(ctx.secrets.receipt, receipt)

@@ -84,13 +84,34 @@ def summarise_probe(subject_id: str, matches: Sequence[str | None]) -> dict[str,
     }
 
 
-def copies_statement(master_key_id: str, rotation_due: datetime | None, rotation_days: int | None, now: datetime) -> str:
-    """The receipt's plain statement of what happens to copies of the vault made before an erasure."""
-    text = (
-        "copies of the vault made before this erasure (backups, snapshots) still hold the wrapped key, "
-        f"readable with master key {master_key_id}; they become unreadable when that master key is retired "
-        "(rotate-key, then destroy the old key)"
-    )
+def copies_statement(
+    master_key_id: str, rotation_due: datetime | None, rotation_days: int | None, now: datetime,
+    backend: str = "sqlite", compacted: bool = True,
+) -> str:
+    """The receipt's plain statement of what happens to copies of the vault made before an erasure.
+
+    backend: the database's kind ("sqlite" or "postgresql"). PostgreSQL keeps copies of its own that
+    the vault cannot reach (its write-ahead log, streaming replicas), so its statement names them;
+    compacted: whether the VACUUM after the erasure ran (PostgreSQL).
+    """
+    if backend == "postgresql":
+        reused = (
+            "the tables were vacuumed after this erasure, which makes that space reusable without overwriting it"
+            if compacted else "the VACUUM after this erasure did not run; autovacuum will make that space reusable"
+        )
+        text = (
+            "the PostgreSQL server still has copies of the deleted rows, wrapped key included: in its data files until "
+            f"their space is reused ({reused}), in its write-ahead log until those segments are recycled, on its "
+            "streaming replicas and in its backups; these, and any copy of the vault made before this erasure, are "
+            f"readable with master key {master_key_id}; they become unreadable when that master key is retired "
+            "(rotate-key, then destroy the old key)"
+        )
+    else:
+        text = (
+            "copies of the vault made before this erasure (backups, snapshots) still hold the wrapped key, "
+            f"readable with master key {master_key_id}; they become unreadable when that master key is retired "
+            "(rotate-key, then destroy the old key)"
+        )
     if rotation_due is not None and rotation_days is not None:
         day = rotation_due.date().isoformat()
         if rotation_due > now:
@@ -111,10 +132,13 @@ class ErasureReceipt:
     - rows_deleted: rows removed per table; templates_deleted: template vectors removed (all models);
     - live_key_deleted: the live vault no longer holds the subject's wrapped data key;
     - live_rows_deleted: the live vault no longer holds any row of the subject (record, key, templates);
-    - wal_checkpointed: the WAL was copied back and truncated to zero bytes, so the deleted pages
-      are not left in it (with secure_delete they are overwritten in the database file as well);
+    - wal_checkpointed: SQLite: the WAL was copied back and truncated to zero bytes, so the deleted
+      pages are not left in it (with secure_delete they are overwritten in the database file as well).
+      None on PostgreSQL, whose write-ahead log the vault cannot truncate: the rows were deleted and
+      the tables vacuumed, and copies_before_erasure says which copies the server keeps;
     - master_key_id: the master key current at the erasure. Copies of the database made before it
-      (backups, snapshots, replicas) still hold the wrapped key and decrypt with that master key;
+      (backups, snapshots, replicas, PostgreSQL's write-ahead log) still hold the wrapped key and
+      decrypt with that master key;
     - master_key_rotation_due: when a key rotation schedule is configured, the date (UTC) by which
       the schedule replaces that master key (None without a schedule); copies become unreadable once
       it is replaced and the old key destroyed, not before;
@@ -140,7 +164,7 @@ class ErasureReceipt:
     templates_deleted: int
     live_key_deleted: bool
     live_rows_deleted: bool
-    wal_checkpointed: bool
+    wal_checkpointed: bool | None  # None: PostgreSQL (see above)
     master_key_id: str
     master_key_rotation_due: datetime | None  # UTC
     copies_before_erasure: str

@@ -1,7 +1,7 @@
 """Opening a vault: argument checks, the data directory, choosing the master key, the key check, first-time set-up.
 
 Every check that can refuse runs first on a read-only connection, so a refused open (wrong or
-missing key, foreign or corrupt database, newer schema) changes nothing on disk.
+missing key, foreign or corrupt database, newer schema) changes nothing on disk or in the database.
 """
 from __future__ import annotations
 
@@ -56,18 +56,37 @@ def prepare_data_dir(data_dir: Path) -> None:
         raise VaultError(f"the data directory {data_dir} is not writable; the vault keeps its database there")
 
 
-def open_store(data_dir: Path, read_only: bool = False) -> Storage:
-    """The vault database of `data_dir`. The one place that picks a backend (SQLite today)."""
+def check_database_url(database_url: object) -> None:
+    """VaultError unless `database_url` is None (SQLite in the data directory) or a postgresql:// URL."""
+    if database_url is None:
+        return
+    if not isinstance(database_url, str) or not database_url.startswith(("postgresql://", "postgres://")):
+        raise VaultError("the database URL must start with postgresql:// (FACEDEMO_DATABASE_URL), or be unset for SQLite")
+
+
+def open_store(data_dir: Path, read_only: bool = False, database_url: str | None = None) -> Storage:
+    """The vault database: PostgreSQL at `database_url` when given, else SQLite in `data_dir`.
+
+    The one place that picks a backend. psycopg is imported only for PostgreSQL.
+    """
+    if database_url is not None:
+        check_database_url(database_url)
+        from privacy import pg_store
+
+        return pg_store.PgStore.open(database_url, read_only=read_only)
     return store.SqliteStore.open(data_dir / store.DB_FILE_NAME, read_only=read_only)
 
 
-def open_checked(data_dir: Path, given: MasterKey | None, now: Callable[[], datetime]) -> Opened:
-    """Open (or create) the vault database of `data_dir` with the master key; see `Vault.open` for what is refused.
+def open_checked(
+    data_dir: Path, given: MasterKey | None, now: Callable[[], datetime], database_url: str | None = None
+) -> Opened:
+    """Open (or create) the vault database with the master key; see `Vault.open` for what is refused.
 
     given: the caller's master key, or None for development mode (the key file in `data_dir`).
     now: the vault's checked clock, read only when the vault is created or its key date is missing.
+    database_url: PostgreSQL (postgresql://...), or None for SQLite in `data_dir`.
     """
-    reader = open_store(data_dir, read_only=True)
+    reader = open_store(data_dir, read_only=True, database_url=database_url)
     try:
         with translated_errors(reader):
             meta = _checked_meta(reader)
@@ -76,7 +95,7 @@ def open_checked(data_dir: Path, given: MasterKey | None, now: Callable[[], date
                 _check_key(master, meta)
     finally:
         reader.close()
-    writer = open_store(data_dir)
+    writer = open_store(data_dir, database_url=database_url)
     try:
         with translated_errors(writer):
             meta = _checked_meta(writer) or _initialise(writer, master, now())

@@ -14,17 +14,18 @@ Guarantees every backend must give (the tests in tests/test_privacy_*.py rely on
 - `snapshot()` is one read transaction: every statement inside sees one committed state.
 - `reader()` gives a second, read-only connection in one snapshot (the audit check runs on it
   while the vault's own connection keeps working).
-- `change_marker()` changes whenever another connection commits; the vault then re-reads which
-  subjects exist (`subject_ids()`) and decrypts the new ones. A marker that also changes on the
-  vault's own commits only costs a re-read.
+- `change_marker()` changes whenever another connection commits; the vault then asks which subjects
+  changed since the marker it last saw (`changed_subjects()`), or, where the backend cannot tell
+  (None), re-reads which subjects exist (`subject_ids()`), and decrypts only the new ones. A marker
+  that also changes on the vault's own commits only costs a re-read.
 - `delete_subjects()` deletes the wrapped key first, and `compact()` afterwards makes the freed
   bytes unreachable from the live database files (SQLite: secure_delete, then a WAL checkpoint
   that truncates the WAL).
 - Driver exceptions are listed in `errors`; the vault turns them into VaultError with
   `error_message(exc)`, which says what a person can do (busy, read-only, disk full, corrupt).
 
-A PostgreSQL backend (psycopg 3; FACEDEMO_DATABASE_URL), chosen in `privacy.opening.open_store`,
-must provide, in the same terms:
+The PostgreSQL backend (`privacy.pg_store.PgStore`; psycopg 3; FACEDEMO_DATABASE_URL), chosen in
+`privacy.opening.open_store`, provides, in the same terms:
 - the same five tables (bytea for blobs, text for the ISO times, bigint seq for the audit log);
 - `write()`: a READ COMMITTED transaction that first takes a transaction-level advisory lock
   (`SELECT pg_advisory_xact_lock(<vault constant>)`), which serialises writers as BEGIN IMMEDIATE
@@ -35,7 +36,8 @@ must provide, in the same terms:
   every write transaction (a key rotation too: the sync is where another replica's rotation is
   noticed), read cheaply outside a transaction on each call; LISTEN/NOTIFY on a
   `facedemo_vault` channel may wake replicas, but the sequence stays the source of truth because
-  notifications are lost while a connection is down;
+  notifications are lost while a connection is down (PgStore reads the sequence on each sync, one
+  single-row read, and keeps a change log per subject id for `changed_subjects()`);
 - `compact()`: VACUUM of subject_keys, templates and subjects after a deletion (autocommit: VACUUM
   cannot run inside a transaction). VACUUM makes the dead rows' space reusable without overwriting
   it; VACUUM FULL rewrites the tables (under an exclusive lock) and is the closer match to
@@ -144,6 +146,7 @@ class Storage(Protocol):
     """The database under one vault. Not thread-safe: the vault calls it under its lock."""
 
     errors: tuple[type[BaseException], ...]  # the driver's exceptions, turned into VaultError by the vault
+    backend: str  # "sqlite" or "postgresql": what erasure receipts say about the database's own copies
 
     def error_message(self, exc: BaseException) -> str:
         """What a person reads for one of `errors`: the cause and what to do."""
@@ -164,6 +167,10 @@ class Storage(Protocol):
 
     def change_marker(self) -> object:
         """A value that differs after another connection committed (compare with ==)."""
+
+    def changed_subjects(self, since: object) -> dict[str, bool] | None:
+        """Inside `snapshot()`: subject id -> whether it exists now, for every subject added or removed by commits
+        after the change marker `since`; None when the backend cannot tell (the caller compares `subject_ids()`)."""
 
     # ----------------------------------------------------------------------- schema and meta
 
@@ -224,6 +231,9 @@ class Storage(Protocol):
         """(subject id, wrapped data key) of every subject key row."""
 
     def replace_wrapped_key(self, subject_id: str, key_id: str, wrapped_key: bytes) -> None: ...
+
+    def table_counts(self) -> dict[str, int]:
+        """Rows in each of meta, SUBJECT_TABLES and audit (a copied vault is checked with these)."""
 
     def compact(self) -> bool:
         """After a deletion: make freed bytes unreachable from the live files; whether that completed."""

@@ -166,6 +166,7 @@ class SqliteStore:
     """`privacy.storage.Storage` on one SQLite file. Create with `SqliteStore.open`."""
 
     errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    backend = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         """Internal: use `SqliteStore.open`."""
@@ -256,6 +257,10 @@ class SqliteStore:
     def change_marker(self) -> int:
         """PRAGMA data_version: changes whenever another connection (any process) commits."""
         return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def changed_subjects(self, since: object) -> None:
+        """Always None: data_version says that something changed, not what; the vault compares subject ids."""
+        return None
 
     # ----------------------------------------------------------------------- schema and meta
 
@@ -415,6 +420,12 @@ class SqliteStore:
         self._conn.execute(
             "UPDATE subject_keys SET wrapped_key = ?, key_id = ? WHERE subject_id = ?", (wrapped_key, key_id, subject_id)
         )
+
+    def table_counts(self) -> dict[str, int]:
+        return {
+            table: self._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("meta", *SUBJECT_TABLES, "audit")
+        }
 
     def compact(self) -> bool:
         """Copy the WAL into the database file and truncate the WAL to zero bytes; whether that completed.

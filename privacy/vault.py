@@ -40,9 +40,9 @@ from privacy.context import VaultContext, checked_now, utc_now
 from privacy.deletion import Probe
 from privacy.enrolment import EnrolmentReceipt
 from privacy.erasure import ErasureReceipt
-from privacy.gallery import Gallery, StoredSubject
+from privacy.gallery import Gallery, GalleryChanges, StoredSubject
 from privacy.keys import MasterKey, MasterKeyError
-from privacy.opening import check_arguments, open_checked, prepare_data_dir
+from privacy.opening import check_arguments, check_database_url, open_checked, prepare_data_dir
 from privacy.records import RECORD_BUCKET_BYTES
 from privacy.rotation import KeyGuard
 from privacy.throttle import Throttle, TooManyAttempts
@@ -63,6 +63,7 @@ __all__ = [
     "AuditReport",
     "EnrolmentReceipt",
     "ErasureReceipt",
+    "GalleryChanges",
     "MAX_TEMPLATE_DIM",
     "MasterKeyError",
     "NAME_JOINERS",
@@ -105,6 +106,7 @@ class Vault:
         *,
         key_rotation_days: int | None = None,
         throttle: Throttle | None = None,
+        database_url: str | None = None,
     ) -> Vault:
         """Open (or create) the vault in `data_dir` and decrypt its subjects into memory.
 
@@ -121,6 +123,9 @@ class Vault:
             erasure become unreadable); the vault does not rotate by itself.
         throttle: the limiter of wrong tokens (tests inject one with their own clock); by default a
             new `Throttle` with the policy in `privacy.throttle`.
+        database_url: None for the SQLite database in `data_dir` (the default), or a postgresql:// URL
+            (FACEDEMO_DATABASE_URL) for a vault that several processes or machines share; `data_dir`
+            then holds only the development-mode key file, if any. Every replica must use the same master key.
         Raises MasterKeyError for a malformed or wrong key (nothing on disk is changed), VaultError
         when the directory or database cannot be used or the stored data fails authentication.
         Subjects past their expiry are purged before this returns.
@@ -129,9 +134,10 @@ class Vault:
         # Checked before anything is created on disk, like every other argument.
         given = MasterKey(keys.parse_master_key(master_key)) if master_key is not None else None
         check_arguments(retention_days, admin_token, key_rotation_days, throttle)
+        check_database_url(database_url)
         prepare_data_dir(data_dir)
         clock = clock or utc_now
-        opened = open_checked(data_dir, given, lambda: checked_now(clock))
+        opened = open_checked(data_dir, given, lambda: checked_now(clock), database_url)
         try:
             log = AuditLog(opened.store, opened.secrets.audit)
             ctx = VaultContext(
@@ -176,6 +182,14 @@ class Vault:
         with self._ctx.session():
             self._ctx.sync()
             return self._ctx.gallery.subjects(model_id)
+
+    def changes_since(self, model_id: str, version: int) -> GalleryChanges | None:
+        """What changed for `model_id` after `version` (a value of `version` seen before): the subjects added,
+        decrypted, and the ids removed, with the current version; None when it cannot be listed (too many
+        changes since, or an unknown version): then build again from `subjects()`."""
+        with self._ctx.session():
+            self._ctx.sync()
+            return self._ctx.gallery.changes_since(model_id, version)
 
     def enroll(
         self,

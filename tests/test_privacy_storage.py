@@ -1,4 +1,5 @@
-"""Tests of the storage seam: the SQLite backend implements the whole `Storage` interface, and it alone holds SQL."""
+"""Tests of the storage seam: both backends (SQLite, PostgreSQL) implement the whole `Storage` interface, and they
+alone hold SQL."""
 from __future__ import annotations
 
 import ast
@@ -15,7 +16,7 @@ from privacy.vault import Vault, VaultError
 from tests.privacy_helpers import Clock, random_templates
 
 PRIVACY = Path(__file__).resolve().parents[1] / "privacy"
-BACKENDS = {"store.py"}  # modules allowed to talk to a database driver
+BACKENDS = {"store.py", "pg_store.py"}  # modules allowed to talk to a database driver
 DRIVERS = {"sqlite3", "psycopg", "psycopg2", "psycopg_pool"}
 SQL_STATEMENT = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|PRAGMA|BEGIN|COMMIT|VACUUM)\b")
 INTERFACE = sorted(
@@ -28,16 +29,30 @@ def test_the_interface_names_every_operation_the_vault_needs():
             "read_subject", "delete_subjects", "compact", "audit_tail", "insert_audit", "audit_rows"} <= set(INTERFACE)
 
 
+def backend_classes() -> dict[str, type]:
+    classes = {"sqlite": store.SqliteStore}
+    try:
+        from privacy import pg_store
+    except ImportError:  # psycopg not installed: the PostgreSQL backend is optional
+        return classes
+    return {**classes, "postgresql": pg_store.PgStore}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("name", INTERFACE)
-def test_sqlite_backend_implements_each_method_with_the_interfaces_signature(name):
+def test_each_backend_implements_each_method_with_the_interfaces_signature(backend, name):
+    cls = backend_classes().get(backend) or pytest.skip("psycopg is not installed")
     expected = inspect.signature(getattr(Storage, name))
-    actual = inspect.signature(getattr(store.SqliteStore, name))
+    actual = inspect.signature(getattr(cls, name))
     assert list(actual.parameters) == list(expected.parameters), name
     assert [p.default for p in actual.parameters.values()] == [p.default for p in expected.parameters.values()]
 
 
-def test_sqlite_backend_names_its_driver_errors():
-    assert store.SqliteStore.errors and all(issubclass(e, BaseException) for e in store.SqliteStore.errors)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_each_backend_names_its_driver_errors_and_its_kind(backend):
+    cls = backend_classes().get(backend) or pytest.skip("psycopg is not installed")
+    assert cls.errors and all(issubclass(e, BaseException) for e in cls.errors)
+    assert cls.backend == backend
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
