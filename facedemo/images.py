@@ -21,9 +21,10 @@ DEFAULT_MAX_PIXELS = 40_000_000
 # The only decoders an upload may reach. Pillow would otherwise also try EPS (which runs Ghostscript
 # on the file), PSD, FITS and a dozen rare formats whose decoders see far less scrutiny.
 # JPEG includes the multi-picture JPEGs (MPO) many cameras write; AVIF is read when this Pillow
-# was built with it.
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
-_READABLE = "use JPEG, PNG, WebP, GIF, BMP or TIFF"
+# was built with it. PPM is Netpbm's grey and colour formats (.pgm, .ppm, .pbm: a short text header,
+# then raw samples), the format of research face sets such as ORL / AT&T.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "PPM")
+_READABLE = "use JPEG, PNG, WebP, GIF, BMP, TIFF or PGM/PPM"
 
 # Signatures of formats we read, so that a file of a known format that fails to open is called
 # damaged rather than "not an image": the user then knows to re-export it, not to convert it.
@@ -35,6 +36,8 @@ _SIGNATURES = (
     (b"BM", "BMP"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
+    (b"P5\n", "PGM"),
+    (b"P6\n", "PPM"),
 )
 # ISO base media "ftyp" brands of HEIC/HEIF, the iPhone's default photo format, often renamed .jpg.
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
@@ -213,6 +216,12 @@ def _upright(rgb: np.ndarray, orientation: int) -> np.ndarray:
     if orientation not in _UPRIGHT:
         return rgb
     return np.asarray(Image.fromarray(rgb).transpose(_UPRIGHT[orientation]))
+
+
+def file_extensions() -> list[str]:
+    """The file name endings of the formats `load` decodes here (".jpg", ".png", ...), for file pickers."""
+    formats = set(_registered_formats())
+    return sorted(ext for ext, name in Image.registered_extensions().items() if name in formats)
 
 
 @functools.lru_cache(maxsize=1)

@@ -107,6 +107,37 @@ def unknown_flags(faces: Sequence[FaceAnalysis]) -> list[bool]:
     return [not fa.decision.accepted for fa in faces]
 
 
+def explainer(
+    photo: np.ndarray, faces: Sequence[Face], chips: Sequence[np.ndarray],
+    distances: Sequence[tuple[str, float]], threshold: float, width: int = 960,
+) -> np.ndarray:
+    """One picture of the flow for people: the photo with its detected faces, the aligned chips, and
+    each (caption, distance) as a bar against the threshold (model units). H x `width` x 3 uint8 RGB."""
+    font = ImageFont.load_default(size=18)
+    detected = Image.fromarray(draw_detection(photo, faces, max_side=width // 2))
+    side = min(160, detected.height // 2)
+    bar_top = max(detected.height, 2 * side + 40) + 30
+    canvas = Image.new("RGB", (width, bar_top + 50 * len(distances) + 20), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((0, 0), "1. faces found", font=font, fill=(0, 0, 0))
+    canvas.paste(detected, (0, 26))
+    x = detected.width + 30
+    draw.text((x, 0), "2. straightened", font=font, fill=(0, 0, 0))
+    for n, chip in enumerate(chips):
+        tile = Image.fromarray(chip).resize((side, side), Image.Resampling.LANCZOS)
+        canvas.paste(tile, (x + n * (side + 12), 26))
+    draw.text((0, bar_top - 26), f"3-4. distances (below {threshold:.2f}: the same person)", font=font, fill=(0, 0, 0))
+    scale = (width - 40) / max(2 * threshold, *(d for _, d in distances))
+    for n, (caption, distance) in enumerate(distances):
+        y = bar_top + 50 * n
+        colour = KNOWN_COLOUR if distance < threshold else UNKNOWN_COLOUR
+        draw.rectangle((0, y + 22, round(distance * scale), y + 40), fill=colour)
+        draw.text((0, y), f"{caption}: {distance:.2f}", font=font, fill=(0, 0, 0))
+    line_x = round(threshold * scale)
+    draw.line((line_x, bar_top - 4, line_x, bar_top + 50 * len(distances)), fill=(0, 0, 0), width=3)
+    return np.asarray(canvas)
+
+
 # ----------------------------------------------------------------------------------- internals
 
 

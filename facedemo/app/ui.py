@@ -16,12 +16,17 @@ from facedemo.app import notice
 from facedemo.app.handlers import SUBJECT_HEADERS, TABLE_HEADERS, VERDICT_HEADERS, Handlers
 from facedemo.app.service import CONSENT_TEXT, CONSENT_VERSION
 from facedemo.embedding import model_spec
+from facedemo.images import file_extensions
 
 # Events that run the networks share one queue group, so that at most the queue's default limit
 # of them run at once however many tabs are open (the networks themselves run one at a time).
 MODEL_EVENTS = {"concurrency_id": "models", "concurrency_limit": "default"}
 # The page's own events; the API is the named endpoints.
 UI_ONLY = {"api_visibility": "private"}
+
+# The formats facedemo.images decodes, offered by the file picker: an SVG or a PDF is refused there,
+# before it is uploaded, rather than previewed and then refused.
+PHOTO_TYPES = file_extensions()
 
 # An export holds decrypted templates: the page makes the download in the browser from the
 # response, so the server writes no file that a URL could serve later.
@@ -165,7 +170,7 @@ def _enrol_tab(h: Handlers) -> None:
             with gr.Column():
                 name = gr.Textbox(label="Name", max_length=100, elem_id="enrol-name")
                 photos = gr.File(
-                    label="Photos of you", file_count="multiple", file_types=["image"], type="filepath",
+                    label="Photos of you", file_count="multiple", file_types=PHOTO_TYPES, type="filepath",
                     elem_id="enrol-photos",
                 )
                 gr.Markdown(f"**Consent** (version {CONSENT_VERSION}): {CONSENT_TEXT}")
@@ -233,11 +238,12 @@ def _operator_section(h: Handlers) -> None:
             + ("" if h.demo.config.admin_token else
                " No operator token is configured (`FACEDEMO_ADMIN_TOKEN`), so these functions are off.")
         )
-        admin_token = gr.Textbox(label="Admin token", type="password", elem_id="admin-token")
-        list_go = gr.Button("List everyone enrolled", elem_id="list-button")
+        on = h.demo.config.admin_token is not None
+        admin_token = gr.Textbox(label="Admin token", type="password", elem_id="admin-token", interactive=on)
+        list_go = gr.Button("List everyone enrolled", elem_id="list-button", interactive=on)
         subjects = gr.Dataframe(headers=SUBJECT_HEADERS, interactive=False, label="Enrolled", elem_id="subjects")
-        subject = gr.Textbox(label="Subject id to delete", elem_id="admin-subject")
-        forget_go = gr.Button("Delete this subject", variant="stop", elem_id="admin-forget-button")
+        subject = gr.Textbox(label="Subject id to delete", elem_id="admin-subject", interactive=on)
+        forget_go = gr.Button("Delete this subject", variant="stop", elem_id="admin-forget-button", interactive=on)
         erasure = gr.JSON(label="Erasure receipt", elem_id="admin-erasure")
         list_go.click(h.list_subjects, admin_token, subjects, **UI_ONLY)
         forget_go.click(h.forget, [subject, admin_token], erasure, **UI_ONLY)
@@ -247,11 +253,15 @@ def _how_it_works_tab(h: Handlers) -> gr.Markdown:
     """The tab; its audit line, which the page fills in at every load."""
     with gr.Tab("How it works", id="how"):
         gr.Markdown(notice.how_it_works(h.demo))
+        figure = notice.example_figure(h.demo)
+        if figure is not None:
+            gr.Image(figure, label="The flow, drawn by the app from its example photos", interactive=False,
+                     elem_id="how-figure", buttons=[])
         with gr.Row():
             audit = gr.Markdown(elem_id="audit")
             audit_go = gr.Button("Verify the audit log again", elem_id="audit-button")
         audit_go.click(h.audit_status_full, None, audit, **UI_ONLY)
-        with gr.Accordion("Model card", open=True):
+        with gr.Accordion("Model card (sources, weights, measured accuracy)", open=False, elem_id="model-card"):
             gr.Markdown(notice.model_card())
     return audit
 
