@@ -1,15 +1,20 @@
-"""What the privacy tests share: stand-in templates, probes, a settable clock and the vault's files as bytes."""
+"""What the privacy tests share: stand-in templates, probes, a settable clock, the vault's files as bytes, and
+`Place`, where a test's vault lives on either backend (SQLite, PostgreSQL)."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from privacy.vault import Vault
+from tests import postgres_server
 
 DB_FILE = "vault.sqlite3"
+BACKENDS = ("sqlite", "postgresql")
 
 
 def random_templates(seed: int, k: int = 3, dim: int = 128) -> np.ndarray:
@@ -66,3 +71,69 @@ def vault_file_bytes(data_dir: Path) -> bytes:
 def raw_db(data_dir: Path) -> sqlite3.Connection:
     """A plain SQLite connection to the vault file (autocommit), for playing the attacker."""
     return sqlite3.connect(data_dir / DB_FILE, isolation_level=None)
+
+
+class PgRaw:
+    """A plain autocommit psycopg connection that takes SQL written for SQLite (? placeholders), for playing the attacker."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(url, autocommit=True)
+
+    def execute(self, sql: str, params: tuple = ()):
+        return self._conn.execute(sql.replace("?", "%s"), params)
+
+    def __enter__(self) -> PgRaw:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._conn.close()
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a test's vault lives: its data directory and, on PostgreSQL, its database URL (None: SQLite)."""
+
+    data_dir: Path
+    database_url: str | None = None
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.database_url is None else "postgresql"
+
+    def open(self, **options) -> Vault:
+        """`Vault.open` on this place (options as for Vault.open)."""
+        return Vault.open(self.data_dir, database_url=self.database_url, **options)
+
+    def raw_db(self):
+        """A plain autocommit connection to the vault's database (SQL with ? placeholders on both backends)."""
+        return raw_db(self.data_dir) if self.database_url is None else PgRaw(self.database_url)
+
+    def table_counts(self, tables=("subjects", "subject_keys", "templates")) -> dict[str, int]:
+        with self.raw_db() as db:
+            return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+
+    def elsewhere(self, name: str) -> Place:
+        """Another, empty place of the same backend (a second vault)."""
+        if self.database_url is None:
+            return Place(self.data_dir / name)
+        return Place(self.data_dir / name, postgres_server.server().new_database())
+
+
+def vault_place(backend: str, tmp_path: Path) -> Iterator[Place]:
+    """The body of each privacy test module's `place` fixture: a place on `backend` ("sqlite": tmp_path;
+    "postgresql": a fresh database on the test server, dropped afterwards; skipped when PostgreSQL is not installed).
+
+    Each module declares the fixture itself, so that the tests name it as a parameter without an import:
+        @pytest.fixture(params=BACKENDS)
+        def place(request, tmp_path):
+            yield from vault_place(request.param, tmp_path)
+    """
+    if backend == "sqlite":
+        yield Place(tmp_path)
+        return
+    server = postgres_server.server()
+    url = server.new_database()
+    yield Place(tmp_path, url)
+    server.drop_database(url)

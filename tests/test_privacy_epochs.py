@@ -11,9 +11,15 @@ import pytest
 from privacy.erasure import RECEIPT_VERSION
 from privacy.keys import MasterKey, MasterKeyError, generate_master_key, parse_master_key
 from privacy.vault import Vault, VaultError
-from tests.privacy_helpers import Clock, no_probe, random_templates
+from tests.privacy_helpers import BACKENDS, Clock, no_probe, random_templates, vault_place
 
 MODEL = "test_model"
+
+@pytest.fixture(params=BACKENDS)
+def place(request, tmp_path):
+    """Where this test's vault lives: once on SQLite, once on PostgreSQL (see tests.privacy_helpers.vault_place)."""
+    yield from vault_place(request.param, tmp_path)
+
 
 
 def key_id(key: str) -> str:
@@ -127,11 +133,11 @@ def test_receipt_issued_before_the_version_change_still_verifies(tmp_path):
         assert not vault.verify_receipt({**signed, "templates_deleted": 3})
 
 
-def test_process_that_sees_a_rotation_by_another_refuses_with_a_message_to_restart(tmp_path):
+def test_process_that_sees_a_rotation_by_another_refuses_with_a_message_to_restart(place):
     old, new = generate_master_key(), generate_master_key()
-    app = Vault.open(tmp_path, master_key=old)
+    app = place.open(master_key=old)
     a = app.enroll("A", {MODEL: random_templates(1)}, "v1", True)
-    with Vault.open(tmp_path, master_key=old) as operator:
+    with place.open(master_key=old) as operator:
         operator.rotate_master_key(new)
     expected = "the vault's master key was rotated by the operator; this app must be restarted with the new FACEDEMO_MASTER_KEY"
     for call in (
@@ -146,7 +152,7 @@ def test_process_that_sees_a_rotation_by_another_refuses_with_a_message_to_resta
             call()
         assert str(error.value) == expected
     app.close()
-    with Vault.open(tmp_path, master_key=new) as restarted:
+    with place.open(master_key=new) as restarted:
         assert [s.subject_id for s in restarted.subjects(MODEL)] == [a.subject_id]
 
 

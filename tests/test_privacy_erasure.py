@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,38 +10,49 @@ import pytest
 from privacy.erasure import ErasureReceipt
 from privacy.keys import generate_master_key
 from privacy.vault import Vault, VaultError
-from tests.privacy_helpers import Clock, nearest_subject_probe, no_probe, random_templates, vault_file_bytes
+from tests.privacy_helpers import (
+    BACKENDS,
+    Clock,
+    Place,
+    nearest_subject_probe,
+    no_probe,
+    random_templates,
+    vault_file_bytes,
+    vault_place,
+)
 
 MODEL = "test_model"
 KEY = generate_master_key()
 ADMIN = "khasTnqz8H5W7u9Ro7mbRrDJOaAox5SP2FZUnkKfudc"  # secrets.token_urlsafe(32), generated once
 
 
+@pytest.fixture(params=BACKENDS)
+def place(request, tmp_path):
+    """Where this test's vault lives: once on SQLite, once on PostgreSQL (see tests.privacy_helpers.vault_place)."""
+    yield from vault_place(request.param, tmp_path)
+
+
+
 @pytest.fixture
-def vault(tmp_path):
-    v = Vault.open(tmp_path, master_key=KEY, admin_token=ADMIN)
+def vault(place):
+    v = place.open(master_key=KEY, admin_token=ADMIN)
     yield v
     v.close()
 
 
-def table_counts(data_dir: Path) -> dict[str, int]:
-    with sqlite3.connect(data_dir / "vault.sqlite3") as db:
-        return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("subjects", "subject_keys", "templates")}
-
-
-def test_forget_with_wrong_token_deletes_nothing_and_is_audited(tmp_path):
-    vault = Vault.open(tmp_path, master_key=KEY, admin_token=ADMIN)
+def test_forget_with_wrong_token_deletes_nothing_and_is_audited(place):
+    vault = place.open(master_key=KEY, admin_token=ADMIN)
     receipt = vault.enroll("A", {MODEL: random_templates(1)}, "v1", True)
-    before = table_counts(tmp_path)
+    before = place.table_counts()
     for wrong in ("wrong", "", None, receipt.deletion_token[:-1]):
         with pytest.raises(VaultError, match="wrong token"):
             vault.forget(receipt.subject_id, wrong, no_probe)
-    assert table_counts(tmp_path) == before
+    assert place.table_counts() == before
     assert [s.subject_id for s in vault.subjects(MODEL)] == [receipt.subject_id]
     first = [e for e in vault.audit_entries() if e["event"] == "forget_refused"]
     assert [e["fields"] for e in first] == [{"subject_id": receipt.subject_id, "subject_known": True, "count": 1}]
     vault.close()  # writes the repeats counted within the minute as one entry
-    with Vault.open(tmp_path, master_key=KEY) as reopened:
+    with place.open(master_key=KEY) as reopened:
         refused = [e for e in reopened.audit_entries() if e["event"] == "forget_refused"]
     assert len(refused) == 2 and sum(e["fields"]["count"] for e in refused) == 4
     assert refused[1]["fields"] == {"count": 3, "repeats_of": refused[0]["seq"], "subjects_known": 3}
@@ -84,13 +93,13 @@ def test_forgotten_subject_cannot_be_exported_described_or_forgotten_again(vault
         vault.forget(receipt.subject_id, receipt.deletion_token, no_probe)
 
 
-def test_forgotten_subject_stays_gone_after_reopening(tmp_path):
-    with Vault.open(tmp_path, master_key=KEY) as v:
+def test_forgotten_subject_stays_gone_after_reopening(place):
+    with place.open(master_key=KEY) as v:
         receipt = v.enroll("A", {MODEL: random_templates(1)}, "v1", True)
         v.forget(receipt.subject_id, receipt.deletion_token, no_probe)
-    with Vault.open(tmp_path, master_key=KEY) as v:
+    with place.open(master_key=KEY) as v:
         assert v.subjects(MODEL) == []
-    assert table_counts(tmp_path) == {"subjects": 0, "subject_keys": 0, "templates": 0}
+    assert place.table_counts() == {"subjects": 0, "subject_keys": 0, "templates": 0}
 
 
 def test_audit_chain_verifies_after_forget(vault):
@@ -111,8 +120,8 @@ def test_admin_token_can_forget_any_subject(vault):
     assert vault.subjects(MODEL) == []
 
 
-def test_without_a_configured_admin_token_no_token_but_the_subjects_own_works(tmp_path):
-    with Vault.open(tmp_path, master_key=KEY) as v:
+def test_without_a_configured_admin_token_no_token_but_the_subjects_own_works(place):
+    with place.open(master_key=KEY) as v:
         receipt = v.enroll("A", {MODEL: random_templates(1)}, "v1", True)
         for token in (ADMIN, "", None):
             with pytest.raises(VaultError):
@@ -121,13 +130,21 @@ def test_without_a_configured_admin_token_no_token_but_the_subjects_own_works(tm
             v.list_subjects(None)
 
 
-def test_receipt_states_rows_deleted_live_key_deleted_and_wal_checkpointed(vault):
+def test_receipt_states_rows_deleted_live_key_deleted_and_wal_checkpointed(vault, place):
     receipt = vault.enroll("A", {MODEL: random_templates(1, k=2), "other": random_templates(2, k=1, dim=64)}, "v1", True)
     erasure = vault.forget(receipt.subject_id, receipt.deletion_token, nearest_subject_probe(vault))
     assert isinstance(erasure, ErasureReceipt)
     assert erasure.rows_deleted == {"subjects": 1, "subject_keys": 1, "templates": 3}
     assert erasure.templates_deleted == 3
-    assert erasure.live_key_deleted and erasure.live_rows_deleted and erasure.wal_checkpointed
+    assert erasure.live_key_deleted and erasure.live_rows_deleted
+    if place.backend == "sqlite":
+        assert erasure.wal_checkpointed is True
+    else:
+        # PostgreSQL's WAL is out of the vault's reach: no claim about it, and the receipt names what keeps copies.
+        assert erasure.wal_checkpointed is None
+        for copy in ("data files", "write-ahead log", "streaming replicas", "backups", "vacuumed"):
+            assert copy in erasure.copies_before_erasure
+        assert f"master key {erasure.master_key_id}" in erasure.copies_before_erasure
     assert erasure.probe == {"templates_probed": 3, "matched_subject": False, "matched_other": 0}
     assert erasure.authorised_by == "subject"
 
@@ -164,10 +181,10 @@ def test_receipt_signature_verifies_after_json_and_fails_when_edited(vault):
     assert not vault.verify_receipt("not a receipt")
 
 
-def test_receipt_of_one_vault_does_not_verify_in_another(tmp_path, vault):
+def test_receipt_of_one_vault_does_not_verify_in_another(place, vault):
     receipt = vault.enroll("A", {MODEL: random_templates(1)}, "v1", True)
     data = vault.forget(receipt.subject_id, receipt.deletion_token, no_probe).to_dict()
-    with Vault.open(tmp_path / "other", master_key=KEY) as other:
+    with place.elsewhere("other").open(master_key=KEY) as other:
         assert not other.verify_receipt(data)
 
 
@@ -176,7 +193,7 @@ def test_database_files_hold_no_ciphertext_of_the_forgotten_subject(tmp_path):
     neighbours = [v.enroll(f"N{i}", {MODEL: random_templates(10 + i)}, "v1", True) for i in range(5)]
     gone = v.enroll("Gone", {MODEL: random_templates(1, k=4)}, "v1", True)
     neighbours += [v.enroll(f"M{i}", {MODEL: random_templates(20 + i)}, "v1", True) for i in range(5)]
-    with sqlite3.connect(tmp_path / "vault.sqlite3") as db:
+    with Place(tmp_path).raw_db() as db:
         sid = (gone.subject_id,)
         blobs = [bytes(r[0]) for r in db.execute("SELECT ct FROM templates WHERE subject_id = ?", sid)]
         blobs += [bytes(r[0]) for r in db.execute("SELECT record_ct FROM subjects WHERE subject_id = ?", sid)]
@@ -201,9 +218,9 @@ def test_deletion_token_never_reaches_the_disk(tmp_path):
         assert receipt.deletion_token.encode() not in vault_file_bytes(tmp_path)
 
 
-def test_purge_removes_subjects_past_retention_and_audits_it(tmp_path):
+def test_purge_removes_subjects_past_retention_and_audits_it(place):
     clock = Clock()
-    with Vault.open(tmp_path, master_key=KEY, retention_days=30, clock=clock) as v:
+    with place.open(master_key=KEY, retention_days=30, clock=clock) as v:
         old = v.enroll("Old", {MODEL: random_templates(1)}, "v1", True)
         clock.now += timedelta(days=10)
         young = v.enroll("Young", {MODEL: random_templates(2)}, "v1", True)
@@ -217,15 +234,15 @@ def test_purge_removes_subjects_past_retention_and_audits_it(tmp_path):
         entry = v.audit_entries()[-1]
         assert (entry["event"], entry["fields"]["subject_ids"]) == ("purge", [old.subject_id])
         assert v.audit_verify().ok
-    assert table_counts(tmp_path)["templates"] == 3
+    assert place.table_counts()["templates"] == 3
 
 
-def test_open_purges_subjects_that_expired_while_closed(tmp_path):
+def test_open_purges_subjects_that_expired_while_closed(place):
     clock = Clock()
-    with Vault.open(tmp_path, master_key=KEY, retention_days=1, clock=clock) as v:
+    with place.open(master_key=KEY, retention_days=1, clock=clock) as v:
         v.enroll("A", {MODEL: random_templates(1)}, "v1", True)
     clock.now += timedelta(days=2)
-    with Vault.open(tmp_path, master_key=KEY, retention_days=1, clock=clock) as v:
+    with place.open(master_key=KEY, retention_days=1, clock=clock) as v:
         assert v.subjects(MODEL) == []
         assert v.audit_entries()[-1]["event"] == "purge"
 

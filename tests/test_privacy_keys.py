@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -16,9 +15,15 @@ import pytest
 from privacy import keys
 from privacy.keys import MasterKeyError, generate_master_key, parse_master_key
 from privacy.vault import Vault, VaultError
-from tests.privacy_helpers import no_probe, random_templates, vault_files
+from tests.privacy_helpers import BACKENDS, Place, no_probe, random_templates, vault_files, vault_place
 
 MODEL = "test_model"
+
+@pytest.fixture(params=BACKENDS)
+def place(request, tmp_path):
+    """Where this test's vault lives: once on SQLite, once on PostgreSQL (see tests.privacy_helpers.vault_place)."""
+    yield from vault_place(request.param, tmp_path)
+
 
 
 def test_generated_master_key_is_urlsafe_base64_of_32_random_bytes():
@@ -120,23 +125,23 @@ def test_vault_made_with_a_given_key_is_not_opened_with_a_new_development_key(tm
     assert not (tmp_path / "master.key").exists()
 
 
-def _enrol_three(data_dir: Path, key: str) -> dict[str, np.ndarray]:
+def _enrol_three(place: Place, key: str) -> dict[str, np.ndarray]:
     templates = {name: random_templates(i) for i, name in enumerate(["A", "B", "C"])}
-    with Vault.open(data_dir, master_key=key) as v:
+    with place.open(master_key=key) as v:
         for name, t in templates.items():
             v.enroll(name, {MODEL: t}, "v1", True)
     return templates
 
 
-def test_rotation_refuses_the_old_key_and_every_subject_decrypts_with_the_new(tmp_path):
+def test_rotation_refuses_the_old_key_and_every_subject_decrypts_with_the_new(place):
     old, new = generate_master_key(), generate_master_key()
-    templates = _enrol_three(tmp_path, old)
-    with Vault.open(tmp_path, master_key=old) as v:
+    templates = _enrol_three(place, old)
+    with place.open(master_key=old) as v:
         assert v.rotate_master_key(new) == 3
         assert {s.name for s in v.subjects(MODEL)} == set(templates)  # the open vault keeps working
     with pytest.raises(MasterKeyError, match="does not match"):
-        Vault.open(tmp_path, master_key=old)
-    with Vault.open(tmp_path, master_key=new) as v:
+        place.open(master_key=old)
+    with place.open(master_key=new) as v:
         stored = {s.name: s.templates for s in v.subjects(MODEL)}
         assert v.audit_verify().ok
         assert v.audit_entries()[-1]["event"] == "rotate_key"
@@ -144,16 +149,16 @@ def test_rotation_refuses_the_old_key_and_every_subject_decrypts_with_the_new(tm
         np.testing.assert_array_equal(stored[name], t)
 
 
-def test_rotation_rewraps_keys_without_re_encrypting_templates(tmp_path):
+def test_rotation_rewraps_keys_without_re_encrypting_templates(place):
     old, new = generate_master_key(), generate_master_key()
-    _enrol_three(tmp_path, old)
+    _enrol_three(place, old)
     query = "SELECT ct FROM templates ORDER BY record_id"
-    with sqlite3.connect(tmp_path / "vault.sqlite3") as db:
+    with place.raw_db() as db:
         templates_before = db.execute(query).fetchall()
         wrapped_before = db.execute("SELECT wrapped_key FROM subject_keys ORDER BY subject_id").fetchall()
-    with Vault.open(tmp_path, master_key=old) as v:
+    with place.open(master_key=old) as v:
         v.rotate_master_key(new)
-    with sqlite3.connect(tmp_path / "vault.sqlite3") as db:
+    with place.raw_db() as db:
         assert db.execute(query).fetchall() == templates_before
         wrapped_after = db.execute("SELECT wrapped_key FROM subject_keys ORDER BY subject_id").fetchall()
         key_ids = {row[0] for row in db.execute("SELECT key_id FROM subject_keys")}
@@ -178,14 +183,14 @@ def test_rotation_to_the_key_in_use_is_refused(tmp_path):
             v.rotate_master_key(key)
 
 
-def test_deletion_tokens_and_receipts_from_before_rotation_still_work(tmp_path):
+def test_deletion_tokens_and_receipts_from_before_rotation_still_work(place):
     old, new = generate_master_key(), generate_master_key()
-    with Vault.open(tmp_path, master_key=old) as v:
+    with place.open(master_key=old) as v:
         a = v.enroll("A", {MODEL: random_templates(1)}, "v1", True)
         b = v.enroll("B", {MODEL: random_templates(2)}, "v1", True)
         receipt = json.loads(json.dumps(v.forget(a.subject_id, a.deletion_token, no_probe).to_dict()))
         v.rotate_master_key(new)
-    with Vault.open(tmp_path, master_key=new) as v:
+    with place.open(master_key=new) as v:
         assert v.verify_receipt(receipt)
         assert v.forget(b.subject_id, b.deletion_token, no_probe).live_key_deleted
 

@@ -9,21 +9,29 @@ import pytest
 
 from privacy.keys import generate_master_key
 from privacy.vault import StoredSubject, Vault, VaultError
-from tests.privacy_helpers import random_templates, raw_db, vault_file_bytes
+from tests.privacy_helpers import BACKENDS, Place, random_templates, raw_db, vault_file_bytes, vault_place
 
 MODEL = "test_model"
 DIM = 128
 KEY = generate_master_key()
 ADMIN = "khasTnqz8H5W7u9Ro7mbRrDJOaAox5SP2FZUnkKfudc"  # secrets.token_urlsafe(32), generated once
 
+@pytest.fixture(params=BACKENDS)
+def place(request, tmp_path):
+    """Where this test's vault lives: once on SQLite, once on PostgreSQL (see tests.privacy_helpers.vault_place)."""
+    yield from vault_place(request.param, tmp_path)
 
-def open_vault(data_dir: Path, **options) -> Vault:
-    return Vault.open(data_dir, master_key=options.pop("master_key", KEY), admin_token=ADMIN, **options)
+
+
+def open_vault(where: Path | Place, **options) -> Vault:
+    """The test vault in a data directory (SQLite) or at a place (either backend)."""
+    where = where if isinstance(where, Place) else Place(where)
+    return where.open(master_key=options.pop("master_key", KEY), admin_token=ADMIN, **options)
 
 
 @pytest.fixture
-def vault(tmp_path):
-    v = open_vault(tmp_path)
+def vault(place):
+    v = open_vault(place)
     yield v
     v.close()
 
@@ -39,8 +47,8 @@ def test_enrolled_subject_is_in_the_gallery_with_its_name_and_templates(vault):
     assert receipt.templates_stored == {MODEL: 3}
 
 
-def test_enrolment_receipt_has_unguessable_id_token_and_expiry(tmp_path):
-    with open_vault(tmp_path, retention_days=30) as v:
+def test_enrolment_receipt_has_unguessable_id_token_and_expiry(place):
+    with open_vault(place, retention_days=30) as v:
         a = v.enroll("A", {MODEL: random_templates(1)}, "v1", True)
         b = v.enroll("B", {MODEL: random_templates(2)}, "v1", True)
     assert a.subject_id != b.subject_id and len(a.subject_id) >= 22
@@ -132,12 +140,12 @@ def test_reprs_show_neither_name_templates_nor_deletion_token(vault):
     assert isinstance(subject, StoredSubject)
 
 
-def test_subjects_survive_closing_and_reopening(tmp_path):
+def test_subjects_survive_closing_and_reopening(place):
     templates = {name: random_templates(i) for i, name in enumerate(["A", "B", "C"])}
-    with open_vault(tmp_path) as v:
+    with open_vault(place) as v:
         for name, t in templates.items():
             v.enroll(name, {MODEL: t}, "v1", True)
-    with open_vault(tmp_path) as v:
+    with open_vault(place) as v:
         stored = {s.name: s.templates for s in v.subjects(MODEL)}
     assert stored.keys() == templates.keys()
     for name, t in templates.items():
@@ -206,71 +214,71 @@ def test_too_short_admin_token_is_refused_at_open(tmp_path):
         Vault.open(tmp_path, master_key=KEY, admin_token="admin")
 
 
-def test_closed_vault_refuses_calls(tmp_path):
-    v = open_vault(tmp_path)
+def test_closed_vault_refuses_calls(place):
+    v = open_vault(place)
     v.close()
     with pytest.raises(VaultError, match="closed"):
         v.subjects(MODEL)
 
 
-def _two_subjects(data_dir: Path) -> tuple[str, str]:
-    with open_vault(data_dir) as v:
+def _two_subjects(place: Place) -> tuple[str, str]:
+    with open_vault(place) as v:
         a = v.enroll("A", {MODEL: random_templates(1)}, "v1", True).subject_id
         b = v.enroll("B", {MODEL: random_templates(2)}, "v1", True).subject_id
     return a, b
 
 
-def test_flipped_bit_in_a_template_ciphertext_is_detected_at_open(tmp_path):
-    a, _ = _two_subjects(tmp_path)
-    with raw_db(tmp_path) as db:
+def test_flipped_bit_in_a_template_ciphertext_is_detected_at_open(place):
+    a, _ = _two_subjects(place)
+    with place.raw_db() as db:
         record_id, ct = db.execute("SELECT record_id, ct FROM templates WHERE subject_id = ? LIMIT 1", (a,)).fetchone()
         flipped = bytearray(ct)
         flipped[40] ^= 0x01
         db.execute("UPDATE templates SET ct = ? WHERE record_id = ?", (bytes(flipped), record_id))
     with pytest.raises(VaultError, match="tampered"):
-        open_vault(tmp_path)
+        open_vault(place)
 
 
-def test_flipped_bit_in_a_name_record_is_detected_at_open(tmp_path):
-    a, _ = _two_subjects(tmp_path)
-    with raw_db(tmp_path) as db:
+def test_flipped_bit_in_a_name_record_is_detected_at_open(place):
+    a, _ = _two_subjects(place)
+    with place.raw_db() as db:
         ct = bytearray(db.execute("SELECT record_ct FROM subjects WHERE subject_id = ?", (a,)).fetchone()[0])
         ct[-1] ^= 0x80
         db.execute("UPDATE subjects SET record_ct = ? WHERE subject_id = ?", (bytes(ct), a))
     with pytest.raises(VaultError, match="tampered"):
-        open_vault(tmp_path)
+        open_vault(place)
 
 
-def test_template_ciphertexts_swapped_between_rows_of_one_subject_are_detected(tmp_path):
-    a, _ = _two_subjects(tmp_path)
-    with raw_db(tmp_path) as db:
+def test_template_ciphertexts_swapped_between_rows_of_one_subject_are_detected(place):
+    a, _ = _two_subjects(place)
+    with place.raw_db() as db:
         (r1, c1), (r2, c2) = db.execute("SELECT record_id, ct FROM templates WHERE subject_id = ? LIMIT 2", (a,)).fetchall()
         db.execute("UPDATE templates SET ct = ? WHERE record_id = ?", (c2, r1))
         db.execute("UPDATE templates SET ct = ? WHERE record_id = ?", (c1, r2))
     with pytest.raises(VaultError, match="tampered"):
-        open_vault(tmp_path)
+        open_vault(place)
 
 
 @pytest.mark.parametrize(
     "table, column, key_column",
     [("templates", "ct", "record_id"), ("subjects", "record_ct", "subject_id"), ("subject_keys", "wrapped_key", "subject_id")],
 )
-def test_ciphertext_copied_from_another_subject_is_detected(tmp_path, table, column, key_column):
-    a, b = _two_subjects(tmp_path)
-    with raw_db(tmp_path) as db:
+def test_ciphertext_copied_from_another_subject_is_detected(place, table, column, key_column):
+    a, b = _two_subjects(place)
+    with place.raw_db() as db:
         target = db.execute(f"SELECT {key_column} FROM {table} WHERE subject_id = ? LIMIT 1", (a,)).fetchone()[0]
         stolen = db.execute(f"SELECT {column} FROM {table} WHERE subject_id = ? LIMIT 1", (b,)).fetchone()[0]
         db.execute(f"UPDATE {table} SET {column} = ? WHERE {key_column} = ?", (stolen, target))
     with pytest.raises(VaultError, match="tampered"):
-        open_vault(tmp_path)
+        open_vault(place)
 
 
-def test_removed_template_row_is_detected(tmp_path):
-    a, _ = _two_subjects(tmp_path)
-    with raw_db(tmp_path) as db:
+def test_removed_template_row_is_detected(place):
+    a, _ = _two_subjects(place)
+    with place.raw_db() as db:
         db.execute("DELETE FROM templates WHERE record_id = (SELECT record_id FROM templates WHERE subject_id = ? LIMIT 1)", (a,))
     with pytest.raises(VaultError, match="tampered"):
-        open_vault(tmp_path)
+        open_vault(place)
 
 
 def test_file_that_is_not_sqlite_is_refused_and_left_unchanged(tmp_path):
@@ -283,7 +291,7 @@ def test_file_that_is_not_sqlite_is_refused_and_left_unchanged(tmp_path):
 
 
 def test_damaged_sqlite_file_is_refused_and_left_unchanged(tmp_path):
-    _two_subjects(tmp_path)
+    _two_subjects(Place(tmp_path))
     db_file = tmp_path / "vault.sqlite3"
     damaged = db_file.read_bytes()[:100] + bytes(range(256)) * 16
     db_file.write_bytes(damaged)
