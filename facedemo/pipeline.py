@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from facedemo.alignment import align
-from facedemo.detection import Detector
+from facedemo.detection import DEFAULT_DETECTOR, Detector, detector_name
 from facedemo.embedding import Embedder, ModelUnavailable, model_spec
 from facedemo.matching import Gallery, checked_threshold, decide, nearest
 from facedemo.results import Analysis, Face, FaceAnalysis
@@ -18,21 +18,27 @@ MAX_FACES = 40
 
 
 class Pipeline:
-    """Owns the detector and the embedding CNNs; each is loaded once, on first use, and shared.
+    """Owns the detectors and the embedding CNNs; each is loaded once, on first use, and shared.
 
     Safe to call from many threads.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, threshold: float | None = None, max_faces: int = MAX_FACES) -> None:
+    def __init__(
+        self, model: str = DEFAULT_MODEL, threshold: float | None = None, max_faces: int = MAX_FACES,
+        detector: str = DEFAULT_DETECTOR,
+    ) -> None:
         """model: a registry id (models.registry.MODELS); threshold: its decision threshold in the
-        model's distance unit, None for the calibrated default; max_faces: faces analysed per photo.
+        model's distance unit, None for the calibrated default; max_faces: faces analysed per photo;
+        detector: the default face detector, one of facedemo.detection.DETECTORS.
 
-        ModelUnavailable for an unknown model, ThresholdError for a threshold above the ceiling.
+        ModelUnavailable for an unknown model, ThresholdError for a threshold above the ceiling,
+        DetectorError for an unknown detector.
         """
         self._model_id = model_spec(model).model_id
         self._threshold = checked_threshold(model_spec(model), threshold)
         self.max_faces = max_faces
-        self._detector: Detector | None = None
+        self._detector_id = detector_name(detector)
+        self._detectors: dict[str, Detector] = {}
         self._embedders: dict[str, Embedder] = {}
         self._load_lock = threading.Lock()
 
@@ -46,11 +52,17 @@ class Pipeline:
         return self._threshold
 
     @property
-    def detector(self) -> Detector:
+    def detector_id(self) -> str:
+        """The detector used when a call names none."""
+        return self._detector_id
+
+    def detector(self, name: str | None = None) -> Detector:
+        """The detector `name` (None: the default one), loaded on first use; DetectorError for an unknown name."""
+        name = detector_name(name) if name is not None else self._detector_id
         with self._load_lock:
-            if self._detector is None:
-                self._detector = Detector()
-            return self._detector
+            if name not in self._detectors:
+                self._detectors[name] = Detector(name)
+            return self._detectors[name]
 
     def embedder(self, model_id: str | None = None) -> Embedder:
         model_id = model_id or self.model_id
@@ -81,9 +93,17 @@ class Pipeline:
             available.append(model_id)
         return available
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in an H x W x 3 uint8 RGB image, left to right."""
-        return self.detector.detect(image)
+    def warm_up(self, model_ids: list[str] | None = None) -> None:
+        """Load the detector and the given embedding models (default: the active one) and run each
+        once, so that the first request is as fast as the rest."""
+        self.detect(np.full((160, 160, 3), 128, dtype=np.uint8))
+        for model_id in model_ids or [self.model_id]:
+            spec = model_spec(model_id)
+            self.embedder(model_id).embed(np.zeros((1, spec.chip_size, spec.chip_size, 3), np.uint8))
+
+    def detect(self, image: np.ndarray, detector: str | None = None) -> list[Face]:
+        """Faces in an H x W x 3 uint8 RGB image, left to right; detector: None for the default."""
+        return self.detector(detector).detect(image)
 
     def embed(self, image: np.ndarray, faces: list[Face], model_id: str | None = None) -> np.ndarray:
         """len(faces) x D embeddings of the faces' aligned chips, in one batched forward pass."""
@@ -100,15 +120,18 @@ class Pipeline:
         image: np.ndarray,
         gallery: Gallery | None = None,
         threshold: float | None = None,
+        detector: str | None = None,
     ) -> Analysis:
         """Detect every face, then identify each against `gallery` (unknown when it is empty).
 
         threshold: model distance units, 0..the model's ceiling; None: the configured one.
         ThresholdError (before any network runs) for anything else.
+        detector: one of facedemo.detection.DETECTORS; None: the configured one (DetectorError
+        before any network runs for another name).
         """
         spec = model_spec(self.model_id)
         threshold = self.threshold if threshold is None else checked_threshold(spec, threshold)
-        faces = self.detect(image)
+        faces = self.detect(image, detector)
         # Over the limit, the largest faces are the ones worth the time; the rest are counted.
         limit = self.max_faces
         kept = sorted(sorted(faces, key=lambda f: -f.area)[:limit], key=lambda f: (f.box[0], f.box[1]))

@@ -123,11 +123,7 @@ class FaceDemo:
 
     def warm_up(self) -> None:
         """Load the detector and every installed model and run each once, so requests are fast."""
-        blank = np.full((160, 160, 3), 128, dtype=np.uint8)
-        self.pipeline.detect(blank)
-        for model_id in self.installed_models():
-            spec = model_spec(model_id)
-            self.pipeline.embedder(model_id).embed(np.zeros((1, spec.chip_size, spec.chip_size, 3), np.uint8))
+        self.pipeline.warm_up(self.installed_models())
 
     def gallery(self, model_id: str | None = None) -> Gallery:
         """The decrypted gallery of one model, stacked once per change of the vault."""
