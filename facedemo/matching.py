@@ -62,6 +62,28 @@ class Subject:
     templates: np.ndarray = field(repr=False)
 
 
+@dataclass
+class _Rows:
+    """Template storage shared by a gallery and the galleries `Gallery.with_subjects` made from it.
+
+    templates_t: D x capacity float32; norms2 and owner: one entry per column. Columns before `used`
+    belong to galleries already made and are never written again; only the gallery holding all `used`
+    columns appends in place, every other one copies first.
+    """
+
+    templates_t: np.ndarray
+    norms2: np.ndarray
+    owner: np.ndarray
+    used: int
+
+    @classmethod
+    def allocate(cls, dim: int, capacity: int) -> _Rows:
+        return cls(
+            np.zeros((dim, capacity), dtype=np.float32), np.zeros(capacity, dtype=np.float32),
+            np.zeros(capacity, dtype=np.int64), 0,
+        )
+
+
 @dataclass(frozen=True)
 class Gallery:
     """Enrolled people for one model: templates (M x D) and, per row, its subject.
@@ -79,16 +101,105 @@ class Gallery:
 
     def __post_init__(self) -> None:
         # Derived once per gallery: identification runs many times against the same gallery.
-        # Stored D x M contiguous: the probe product then streams memory in order (2x faster at
+        # Stored D x M row-major: the probe product then streams memory in order (2x faster at
         # 100,000 templates); `templates` stays an M x D view of it.
         templates_t = np.ascontiguousarray(np.asarray(self.templates, dtype=np.float32).T)
-        templates = templates_t.T
-        object.__setattr__(self, "templates", templates)
+        owner = np.asarray(self.owner, dtype=np.int64)
+        rows = _Rows(templates_t, (templates_t**2).sum(0), owner.copy(), len(owner))
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else None
+        single = starts is not None and len(starts) == len(owner)
+        self._attach(rows, None if single else starts)
+
+    def _attach(self, rows: _Rows, starts: np.ndarray | None) -> None:
+        """Point this gallery at the columns of `rows` in use now (its rows; later appends are not its own)."""
+        count = rows.used
+        templates_t = rows.templates_t[:, :count]
+        object.__setattr__(self, "templates", templates_t.T)
+        object.__setattr__(self, "owner", rows.owner[:count])
         object.__setattr__(self, "_templates_t", templates_t)
-        object.__setattr__(self, "_norms2", (templates**2).sum(1))
-        starts = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1]]) if len(self.owner) else None
-        single = starts is not None and len(starts) == len(self.owner)
-        object.__setattr__(self, "_starts", None if single else starts)
+        object.__setattr__(self, "_norms2", rows.norms2[:count])
+        object.__setattr__(self, "_starts", starts)
+        object.__setattr__(self, "_rows", rows)
+        object.__setattr__(self, "_count", count)
+
+    @classmethod
+    def _assemble(
+        cls, model_id: str, subject_ids: tuple[str, ...], names: tuple[str, ...], rows: _Rows, starts: np.ndarray | None
+    ) -> Gallery:
+        gallery = object.__new__(cls)
+        object.__setattr__(gallery, "model_id", model_id)
+        object.__setattr__(gallery, "subject_ids", subject_ids)
+        object.__setattr__(gallery, "names", names)
+        gallery._attach(rows, starts)
+        return gallery
+
+    def with_subjects(self, subjects: Iterable) -> Gallery:
+        """A new gallery: this one plus `subjects` (items with .subject_id, .name, .templates k x D), after the others.
+
+        The rows already here are not copied again: they share storage that grows by half when full,
+        so adding one subject to a gallery of 100,000 costs microseconds, not a rebuild. This gallery
+        stays valid and unchanged (callers still matching against it are not disturbed). Galleries are
+        safe to read from many threads; extend them from one thread at a time (the app does under a lock).
+        """
+        ids, names, blocks = [], [], []
+        for subject in subjects:
+            ids.append(subject.subject_id)
+            names.append(subject.name)
+            blocks.append(np.asarray(subject.templates, dtype=np.float32).reshape(len(subject.templates), -1))
+        if not blocks:
+            return self
+        added = np.concatenate(blocks)
+        rows, count = self._rows, self._count
+        if count and added.shape[1] != rows.templates_t.shape[0]:
+            raise ValueError(f"templates of {added.shape[1]} components cannot join a gallery of {rows.templates_t.shape[0]}")
+        total = count + len(added)
+        if rows.used != count or total > rows.templates_t.shape[1] or rows.templates_t.shape[0] != added.shape[1]:
+            rows = _Rows.allocate(added.shape[1], max(total + total // 2, 64))
+            if count:
+                rows.templates_t[:, :count] = self._templates_t
+                rows.norms2[:count] = self._norms2
+                rows.owner[:count] = self.owner
+        # Columns past `count` belong to no gallery yet: writing them disturbs no reader of this one.
+        rows.templates_t[:, count:total] = added.T
+        rows.norms2[count:total] = (added**2).sum(1)
+        first = len(self.subject_ids)
+        lengths = np.array([len(b) for b in blocks])
+        rows.owner[count:total] = np.repeat(np.arange(first, first + len(blocks)), lengths)
+        rows.used = total
+        starts = self._starts
+        if starts is not None or (lengths != 1).any():
+            previous = np.arange(count) if starts is None else starts
+            starts = np.concatenate([previous, count + np.r_[0, np.cumsum(lengths)[:-1]]])
+        return Gallery._assemble(self.model_id, self.subject_ids + tuple(ids), self.names + tuple(names), rows, starts)
+
+    def without_subjects(self, subject_ids: Iterable[str]) -> Gallery:
+        """A new gallery without the subjects named (ids not in it are ignored); this one stays unchanged.
+
+        Copies the remaining rows once (O(rows), numpy speed: no Python loop over subjects).
+        """
+        wanted = set(subject_ids)
+        if not wanted:
+            return self
+        if len(wanted) < 16:
+            positions = [self.subject_ids.index(sid) for sid in wanted if sid in self.subject_ids]
+        else:
+            positions = [i for i, sid in enumerate(self.subject_ids) if sid in wanted]
+        if not positions:
+            return self
+        keep_subject = np.ones(len(self.subject_ids), dtype=bool)
+        keep_subject[positions] = False
+        keep_rows = keep_subject[self.owner]
+        new_index = np.cumsum(keep_subject) - 1
+        owner = new_index[self.owner[keep_rows]]
+        templates_t = np.ascontiguousarray(self._templates_t[:, keep_rows])
+        rows = _Rows(templates_t, self._norms2[keep_rows], owner, len(owner))
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else None
+        single = starts is not None and len(starts) == len(owner)
+        kept = np.flatnonzero(keep_subject)
+        return Gallery._assemble(
+            self.model_id, tuple(self.subject_ids[i] for i in kept), tuple(self.names[i] for i in kept), rows,
+            None if single else starts,
+        )
 
     @classmethod
     def from_subjects(cls, subjects: Iterable, model_id: str) -> Gallery:

@@ -32,12 +32,17 @@ class StoredSubject:
 
 @dataclass(frozen=True)
 class GalleryChanges:
-    """What changed for one model between two gallery versions: the subjects added (with templates of the model)
-    and the ids of subjects removed (ids not held by the caller may be among them: ignore those)."""
+    """What changed for one model since a gallery version: the subjects added (with templates of the model) and
+    the ids of subjects removed (ids the caller does not hold may be among them: ignore those).
+
+    complete: `added` is every subject of the model, in enrolment order, and `removed` is empty: start again
+    from nothing (the caller had no version, or the journal no longer reaches back to it).
+    """
 
     version: int
     added: list[StoredSubject]
     removed: set[str]
+    complete: bool = False
 
 
 # How many subject changes the journal keeps; a caller further behind rebuilds from `subjects()`.
@@ -125,11 +130,11 @@ class Gallery:
         """Subjects this process erased (those not held are ignored)."""
         self._changed({}, subject_ids)
 
-    def changes_since(self, model_id: str, version: int) -> GalleryChanges | None:
-        """The subjects of `model_id` added and the ids removed after `version`; None when the journal no longer
-        reaches back that far (or `version` is not one this gallery had): rebuild from `subjects()` then."""
-        if not self._journal_floor <= version <= self._version:
-            return None
+    def changes_since(self, model_id: str, version: int | None) -> GalleryChanges:
+        """The subjects of `model_id` added and the ids removed after `version`; every subject (complete) when
+        `version` is None, or older than the journal reaches, or not one this gallery had."""
+        if version is None or not self._journal_floor <= version <= self._version:
+            return GalleryChanges(self._version, self.subjects(model_id), set(), complete=True)
         newest_first: list[str] = []
         for changed_at, subject_id in reversed(self._journal):
             if changed_at <= version:

@@ -183,10 +183,10 @@ class Vault:
             self._ctx.sync()
             return self._ctx.gallery.subjects(model_id)
 
-    def changes_since(self, model_id: str, version: int) -> GalleryChanges | None:
-        """What changed for `model_id` after `version` (a value of `version` seen before): the subjects added,
-        decrypted, and the ids removed, with the current version; None when it cannot be listed (too many
-        changes since, or an unknown version): then build again from `subjects()`."""
+    def changes_since(self, model_id: str, version: int | None) -> GalleryChanges:
+        """What changed for `model_id` after `version` (a `GalleryChanges.version` seen before), read in step with
+        other processes: the subjects added, decrypted, and the ids removed, with the current version. With
+        version None, or when the changes can no longer be listed (very many since), every subject (complete)."""
         with self._ctx.session():
             self._ctx.sync()
             return self._ctx.gallery.changes_since(model_id, version)

@@ -27,6 +27,16 @@ def _default_data_dir(env: Mapping[str, str]) -> Path:
     return Path("data")
 
 
+def _database_url(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("FACEDEMO_DATABASE_URL") or "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("postgresql://", "postgres://")):
+        # Not echoed: a URL may carry a password.
+        raise ConfigError("FACEDEMO_DATABASE_URL must be a postgresql:// URL (or unset for SQLite in the data directory)")
+    return raw
+
+
 def _number(env: Mapping[str, str], name: str, default, kind=float, minimum=None, maximum=None):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -61,12 +71,15 @@ class Config:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_faces: int = MAX_FACES
     max_enrol_photos: int = 10
+    # The shared vault on PostgreSQL (postgresql://...) for several replicas; None: SQLite in data_dir.
+    database_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         env = os.environ if env is None else env
         return cls(
             data_dir=_default_data_dir(env),
+            database_url=_database_url(env),
             master_key=env.get("FACEDEMO_MASTER_KEY") or None,
             admin_token=env.get("FACEDEMO_ADMIN_TOKEN") or None,
             retention_days=_number(env, "FACEDEMO_RETENTION_DAYS", 365, int, 1, 36500),

@@ -76,7 +76,8 @@ def sharpness(chip: np.ndarray) -> float:
 
 
 def open_vault(config: Config, clock: Callable[[], datetime] | None = None) -> Vault:
-    """The encrypted vault of `config.data_dir`, with the configured keys and retention."""
+    """The encrypted vault: SQLite in `config.data_dir`, or the shared PostgreSQL one at `config.database_url`,
+    with the configured keys and retention."""
     return Vault.open(
         config.data_dir,
         master_key=config.master_key,
@@ -84,6 +85,7 @@ def open_vault(config: Config, clock: Callable[[], datetime] | None = None) -> V
         retention_days=config.retention_days,
         key_rotation_days=config.key_rotation_days,
         clock=clock,
+        database_url=config.database_url,
     )
 
 
@@ -126,15 +128,23 @@ class FaceDemo:
         self.pipeline.warm_up(self.installed_models())
 
     def gallery(self, model_id: str | None = None) -> Gallery:
-        """The decrypted gallery of one model, stacked once per change of the vault."""
+        """The decrypted gallery of one model: stacked once, then kept in step with the vault change by change.
+
+        An enrolment or erasure (here, or by another replica of a shared vault) adds or removes just that
+        subject's rows; the gallery is stacked again from every subject only when the vault can no
+        longer list the changes one by one (thousands at once)."""
         model_id = model_id or self.model_id
         with self._gallery_lock:
-            version = self.vault.version
             cached = self._galleries.get(model_id)
-            if cached is None or cached[0] != version:
-                cached = (version, Gallery.from_subjects(self.vault.subjects(model_id), model_id))
-                self._galleries[model_id] = cached
-            return cached[1]
+            changes = self.vault.changes_since(model_id, None if cached is None else cached[0])
+            if changes.complete:
+                gallery = Gallery.from_subjects(changes.added, model_id)
+            elif changes.version == cached[0]:
+                return cached[1]
+            else:
+                gallery = cached[1].without_subjects(changes.removed).with_subjects(changes.added)
+            self._galleries[model_id] = (changes.version, gallery)
+            return gallery
 
     def load_image(self, source: ImageSource) -> np.ndarray:
         return load(source, max_bytes=self.config.max_image_bytes, max_pixels=self.config.max_image_pixels)
