@@ -53,3 +53,41 @@ def test_auc_equals_the_share_of_closer_genuine_pairs_counting_ties_half():
     impostor = rng.integers(2, 9, 60).astype(float)
     wins = (genuine[:, None] < impostor[None, :]).sum() + 0.5 * (genuine[:, None] == impostor[None, :]).sum()
     assert auc(genuine, impostor) == pytest.approx(wins / (40 * 60))
+
+
+def test_netpbm_grey_and_colour_photos_load_as_rgb():
+    import io
+
+    from PIL import Image
+
+    from facedemo.images import load
+
+    grey = np.arange(12 * 9, dtype=np.uint8).reshape(12, 9)
+    colour = np.random.default_rng(3).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    for array in (grey, colour):
+        encoded = io.BytesIO()
+        Image.fromarray(array).save(encoded, format="PPM")  # P5 (.pgm) for grey, P6 (.ppm) for colour
+        rgb = load(encoded.getvalue())
+        expected = np.repeat(array[:, :, None], 3, axis=2) if array.ndim == 2 else array
+        np.testing.assert_array_equal(rgb, expected)
+
+
+def test_a_truncated_pgm_is_called_damaged():
+    from facedemo.images import ImageError, load
+
+    with pytest.raises(ImageError, match="PGM file is damaged"):
+        load(b"P5\n92 112\n255\n" + bytes(10))
+
+
+def test_person_per_folder_sets_of_pgm_photos_are_read(tmp_path):
+    from PIL import Image
+
+    from facedemo.tools.dataset import read_dataset
+
+    for person in ("s1", "s2"):
+        (tmp_path / person).mkdir()
+        for n in (1, 2):
+            Image.fromarray(np.full((112, 92), 40 * n, np.uint8)).save(tmp_path / person / f"{n}.pgm")
+    identities = read_dataset(tmp_path)
+    assert [i.name for i in identities] == ["s1", "s2"]
+    assert [p.name for p in identities[0].photos] == ["1.pgm", "2.pgm"]

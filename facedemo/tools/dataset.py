@@ -11,7 +11,7 @@ from facedemo.images import ImageError, load
 from facedemo.matching import Gallery, Subject
 from facedemo.results import Face
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm"}
 
 
 class DatasetError(ValueError):
