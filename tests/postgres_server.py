@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,11 @@ def binaries() -> Path | None:
         if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
             return Path(folder)
     return None
+
+
+def database_name(url: str) -> str:
+    """The database a URL of `PostgresServer.url` names."""
+    return url.split("?", 1)[0].rsplit("/", 1)[1]
 
 
 class PostgresServer:
@@ -74,11 +80,12 @@ class PostgresServer:
             str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
             "--encoding=UTF8", "--no-instructions",
         )
-        # Only the Unix socket, in our folder; fsync off: the tests never survive a power cut.
+        # Only the Unix socket, in our folder. fsync off: the tests never survive a power cut of the machine;
+        # synchronous_commit stays on, so a commit survives the server being killed (stop("immediate")).
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
                 f"\nlisten_addresses = ''\nunix_socket_directories = '{self.socket_dir}'\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
+                "fsync = off\nfull_page_writes = off\nmax_connections = 200\n"
             )
 
     def start(self) -> None:
@@ -112,8 +119,7 @@ class PostgresServer:
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
-        name = url.rsplit("/", 1)[1].split("?", 1)[0]
-        self.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.execute("postgres", f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
 
     def tool(self, name: str) -> str:
         """The path of a client program of the same version (pg_dump, psql)."""
@@ -149,9 +155,13 @@ def server() -> PostgresServer:
     pytest.skip(_unavailable)
 
 
-@pytest.fixture
-def pg_url():
-    """The URL of a fresh database on the test server (dropped afterwards); skips without PostgreSQL."""
+def fresh_database() -> Iterator[str]:
+    """The body of a `pg_url` fixture: the URL of a fresh database on the test server, dropped afterwards;
+    skips without PostgreSQL. Test modules declare the fixture themselves:
+        @pytest.fixture
+        def pg_url():
+            yield from fresh_database()
+    """
     srv = server()
     url = srv.new_database()
     yield url

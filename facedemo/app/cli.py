@@ -204,6 +204,24 @@ def cmd_rotate_key(args, config: Config) -> int:
     return 0
 
 
+def cmd_migrate_vault(args, config: Config) -> int:
+    from privacy.transfer import migrate_sqlite_vault
+
+    target = (args.to or "").strip()
+    if not target.startswith(("postgresql://", "postgres://")):
+        raise CliError("--to must be a postgresql:// URL (the database that will hold the vault)")
+    report = migrate_sqlite_vault(config.data_dir, target)
+    _print_json({"copied": report.target, "source": report.source, "audit_entries": report.audit_head_seq})
+    print(
+        f"copied the vault of {config.data_dir} (row counts checked: {report.target}). Now: 1. set "
+        "FACEDEMO_DATABASE_URL to that database and the same FACEDEMO_MASTER_KEY on every replica; 2. once the "
+        f"app works on it, delete {config.data_dir}/vault.sqlite3 and its backups: they still hold every subject, "
+        "and erasures on the new vault do not reach them.",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_evaluate(args, config: Config) -> int:
     from facedemo.tools.evaluate import evaluate, plot
 
@@ -314,6 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
         f"the new key, urlsafe base64 of 32 bytes (default: {NEW_KEY_ENV}, else a new random key, printed once). "
         f"{VISIBLE}: prefer {NEW_KEY_ENV}"))
     p.set_defaults(run=cmd_rotate_key)
+
+    p = add(
+        "migrate-vault", help="copy the SQLite vault of --data-dir into a PostgreSQL database (no decryption)",
+        epilog="The target must hold no vault yet. Rows are copied as they are and the counts checked before the "
+               "copy commits; stop the app first. The SQLite file is left in place: delete it once the new vault works.",
+    )
+    p.add_argument("--to", required=True, metavar="postgresql://...",
+                   help=f"the database to copy into (its URL may carry a password: {VISIBLE}; prefer a ~/.pgpass "
+                        "file or PGPASSWORD)")
+    p.set_defaults(run=cmd_migrate_vault)
 
     p = add("evaluate", help="accuracy on a person-per-folder dataset")
     p.add_argument("dataset")
