@@ -132,7 +132,7 @@ def describe_url(url: str) -> str:
 
 
 def _conninfo(url: str) -> str:
-    """The URL with a connect timeout (unless it sets one) and the application name the server shows."""
+    """The URL with a connect timeout (unless it sets one), the application name the server shows, and UTF-8."""
     try:
         parts = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
@@ -142,6 +142,8 @@ def _conninfo(url: str) -> str:
         extra["connect_timeout"] = CONNECT_TIMEOUT_S
     if "application_name" not in parts:
         extra["application_name"] = "facedemo"
+    # Text always arrives as str: on a server whose database is SQL_ASCII psycopg would otherwise hand out bytes.
+    extra["client_encoding"] = "UTF8"
     return make_conninfo(url, **extra)
 
 

@@ -153,6 +153,20 @@ def test_database_of_another_program_is_refused_and_left_alone(tmp_path, pg_url)
     assert tables == {"photos"}
 
 
+def test_database_created_with_sql_ascii_encoding_works_too(tmp_path):
+    srv = postgres_server.server()
+    url = srv.new_database().replace("/vault_", "/ascii_vault_")
+    srv.execute("postgres", f'CREATE DATABASE "{postgres_server.database_name(url)}" ENCODING \'SQL_ASCII\' '
+                "LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    try:
+        with open_vault(tmp_path, url) as v:
+            v.enroll("Zoë Ødegård", {MODEL: random_templates(1)}, "v1", True)
+        with open_vault(tmp_path, url) as v:
+            assert [s.name for s in v.subjects(MODEL)] == ["Zoë Ødegård"]
+    finally:
+        srv.drop_database(url)
+
+
 # ------------------------------------------------------------------------------ schema versions
 
 
