@@ -1,12 +1,17 @@
 """Stage 5: embeddings -> decisions. Open-set matching against a gallery of enrolled people."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from models.registry import ModelSpec
+
+# The open-set rule's second level compares a face's nearest person with the median of the others:
+# a median of fewer distances says too little (with 1-3 others a stranger's nearest often stands out by chance).
+MIN_OTHERS = 4
 
 
 class ThresholdError(ValueError):
@@ -121,6 +126,7 @@ class Gallery:
         object.__setattr__(self, "_starts", starts)
         object.__setattr__(self, "_rows", rows)
         object.__setattr__(self, "_count", count)
+        object.__setattr__(self, "_means", {})  # metric -> (D x S mean templates, their squared norms), when asked
 
     @classmethod
     def _assemble(
@@ -222,43 +228,130 @@ class Gallery:
     def __len__(self) -> int:
         return len(self.subject_ids)
 
-    def _subject_scores(self, probes: np.ndarray, metric: str) -> np.ndarray:
-        """N x S scores (squared L2 or cosine distance) to each subject's nearest template."""
+    def _subject_scores(self, probes: np.ndarray, metric: str, templates: str = "nearest") -> np.ndarray:
+        """N x S scores (squared L2 or cosine distance) to each subject's nearest template, or to the
+        mean of its templates (`templates="mean"`; renormalised for cosine)."""
         if len(self) == 0:
             return np.zeros((len(probes), 0), dtype=np.float32)
-        scores = _scores(np.asarray(probes, dtype=np.float32), self._templates_t, self._norms2, metric)
-        return scores if self._starts is None else np.minimum.reduceat(scores, self._starts, axis=1)
+        probes = np.asarray(probes, dtype=np.float32)
+        if self._starts is None:  # one template per subject: nearest and mean are the same
+            return _scores(probes, self._templates_t, self._norms2, metric)
+        if templates == "mean":
+            return _scores(probes, *self._mean_templates(metric), metric)
+        scores = _scores(probes, self._templates_t, self._norms2, metric)
+        return np.minimum.reduceat(scores, self._starts, axis=1)
 
-    def subject_distances(self, probes: np.ndarray, metric: str) -> np.ndarray:
-        """N x S: for each probe (N x D), the distance to each subject's nearest template."""
-        return _finish(self._subject_scores(probes, metric), metric)
+    def _mean_templates(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """D x S mean template per subject and their squared norms, computed once per gallery."""
+        cached = self._means.get(metric)
+        if cached is None:
+            counts = np.diff(np.r_[self._starts, self._count]).astype(np.float32)
+            means = np.add.reduceat(self._templates_t, self._starts, axis=1) / counts
+            if metric == "cosine":
+                means /= np.maximum(np.linalg.norm(means, axis=0), 1e-12)
+            means = np.ascontiguousarray(means, dtype=np.float32)
+            cached = self._means[metric] = (means, (means**2).sum(0))
+        return cached
+
+    def subject_distances(self, probes: np.ndarray, metric: str, templates: str = "nearest") -> np.ndarray:
+        """N x S: for each probe (N x D), the distance to each subject's nearest template (or to the
+        mean of its templates: `templates="mean"`)."""
+        return _finish(self._subject_scores(probes, metric, templates), metric)
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A possible identity for a face: an enrolled subject and its distance (model units)."""
+    """A possible identity for a face: an enrolled subject and its distance (model units).
+
+    others_median: the median distance from the face to every other enrolled subject (model units),
+    the yardstick of the open-set rule's second level; None when fewer than MIN_OTHERS others are enrolled.
+    """
 
     subject_id: str
     name: str
     distance: float
+    others_median: float | None = None
+
+
+# Why a face got a name or none: the words the page and the API show (Decision.reason).
+BELOW_THRESHOLD = "below the threshold"
+CLEAR_MARGIN = "clear margin over the other enrolled people"
+ABOVE_THRESHOLD = "above the threshold"
+NO_CLEAR_MARGIN = "above the threshold, without a clear margin over the others"
+NOBODY_ENROLLED = "nobody is enrolled"
+TOO_POOR = "too poor to decide"
+
+
+def went_to_face(number: int) -> str:
+    """The reason of a face left Unknown because face `number` (from 1) took its name, being closer."""
+    return f"the name went to face {number}, which is closer"
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Who a face is, or None for unknown.
+    """Who a face is, or None for unknown, and why.
 
-    distance: to the nearest enrolled subject (also when rejected); None with an empty gallery.
-    margin: how much farther the runner-up subject is than the decided (or nearest) one.
+    distance: to the decided subject, or to the nearest one when unknown; None with an empty gallery.
+    margin: how much farther the next candidate (in distance order) is than that subject; never negative.
+    reason: why, in words for people (BELOW_THRESHOLD, CLEAR_MARGIN, ABOVE_THRESHOLD, NO_CLEAR_MARGIN,
+    went_to_face(n), "too poor to decide: ...", NOBODY_ENROLLED).
     """
 
     identity: str | None
     subject_id: str | None
     distance: float | None
     margin: float | None
+    reason: str = ""
 
     @property
     def accepted(self) -> bool:
         return self.subject_id is not None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When a face is accepted as its nearest enrolled person (distances in the model's unit).
+
+    Below `threshold`: accepted. From `threshold` up to `loose_threshold` (Rule.of keeps it at or under
+    the model's ceiling): accepted only when the face is clearly that person, at least `min_separation`
+    closer to them than the median distance to the other enrolled people (which needs MIN_OTHERS of them)
+    and at least `min_margin` closer than to the runner-up. A face whose nearest person went to another
+    face of the photo falls back to its next candidate only below `threshold`.
+    """
+
+    threshold: float
+    loose_threshold: float
+    min_separation: float = math.inf
+    min_margin: float = math.inf
+
+    @classmethod
+    def single(cls, threshold: float) -> Rule:
+        """One level: accepted below `threshold`, nothing else."""
+        return cls(float(threshold), float(threshold))
+
+    @classmethod
+    def of(cls, spec: ModelSpec, threshold: object = None) -> Rule:
+        """The model's rule at `threshold` (None: its default; ThresholdError as checked_threshold).
+
+        The second level moves with the threshold in proportion (at threshold 0 nobody is accepted)
+        and never exceeds the model's ceiling.
+        """
+        threshold = checked_threshold(spec, threshold)
+        if spec.loose_threshold is None:
+            return cls.single(threshold)
+        loose = min(spec.max_threshold, threshold * spec.loose_threshold / spec.default_threshold)
+        return cls(threshold, max(loose, threshold), spec.min_separation, spec.min_margin)
+
+    def clear(self, options: Sequence[Candidate]) -> bool:
+        """True when the nearest of `options` (nearest first) passes the second level."""
+        if len(options) < 2 or options[0].others_median is None:
+            return False
+        nearest_one = options[0]
+        return (
+            nearest_one.distance < self.loose_threshold
+            and options[1].distance - nearest_one.distance >= self.min_margin
+            and nearest_one.others_median - nearest_one.distance >= self.min_separation
+        )
 
 
 class GalleryMismatch(ValueError):
@@ -273,7 +366,7 @@ def nearest(probes: np.ndarray, gallery: Gallery, spec: ModelSpec, k: int = 5) -
             f"the gallery holds {gallery.model_id} templates; {spec.model_id} embeddings cannot be matched to them"
         )
     metric = spec.metric
-    table = gallery._subject_scores(probes, metric)
+    table = gallery._subject_scores(probes, metric, spec.templates)
     k = min(k, table.shape[1])
     if k == 0:
         return [[] for _ in range(len(table))]
@@ -282,44 +375,98 @@ def nearest(probes: np.ndarray, gallery: Gallery, spec: ModelSpec, k: int = 5) -
     values = np.take_along_axis(table, top, axis=1)
     order = np.argsort(values, axis=1, kind="stable")
     top, values = np.take_along_axis(top, order, 1), _finish(np.take_along_axis(values, order, 1), metric)
+    medians = _others_medians(table, k, metric)
     return [
-        [Candidate(gallery.subject_ids[j], gallery.names[j], float(v)) for j, v in zip(row_ids, row_values)]
-        for row_ids, row_values in zip(top, values)
+        [
+            Candidate(gallery.subject_ids[j], gallery.names[j], float(v), None if m is None else float(m))
+            for j, v, m in zip(row_ids, row_values, row_medians)
+        ]
+        for row_ids, row_values, row_medians in zip(top, values, medians)
     ]
 
 
-def decide(candidates: Sequence[Sequence[Candidate]], threshold: float) -> list[Decision]:
-    """Open-set identities for the faces of one photo, decided jointly.
+def _others_medians(table: np.ndarray, k: int, metric: str) -> list[list[float | None]]:
+    """For each probe (row of N x S scores) and each of its k nearest (rank 0..k-1), the median
+    distance to all the other S - 1 subjects; None when fewer than MIN_OTHERS others.
 
-    A face is accepted as a subject when its distance is below `threshold`. No subject is
-    given to two faces: pairs are taken from the closest up, so the better match wins and the
-    other face falls back to its next candidate under the threshold, or to unknown.
+    Leaving out the subject at rank r shifts the middle order statistics by one when r lies below
+    them, so three order statistics per row (one O(S) partition) give every rank's median.
     """
+    n, s = table.shape
+    others = s - 1
+    if others < MIN_OTHERS:
+        return [[None] * k for _ in range(n)]
+    half = others // 2
+    kth = [half - 1, half, half + 1]
+    part = np.partition(table, kth, axis=1)
+    order_stat = {a: _finish(part[:, a], metric).astype(np.float64) for a in kth}
+    columns = []
+    for rank in range(k):
+        if others % 2:
+            columns.append(order_stat[half + (rank <= half)])
+        else:
+            columns.append((order_stat[half - 1 + (rank <= half - 1)] + order_stat[half + (rank <= half)]) / 2)
+    return np.stack(columns, axis=1).tolist()
+
+
+def decide(
+    candidates: Sequence[Sequence[Candidate]],
+    rule: Rule | float,
+    problems: Sequence[str | None] | None = None,
+) -> list[Decision]:
+    """Open-set identities for the faces of one photo (each face's candidates nearest first), decided jointly.
+
+    rule: a Rule, or a number for one threshold (accepted below it). problems: per face, why it is too
+    poor to decide (facedemo.quality), or None; such a face gets no name. No subject is given to two
+    faces: (face, candidate) pairs the rule accepts are taken from the closest up, so the better match
+    wins and the other face falls back to its next candidate below the threshold, or to unknown with a
+    reason naming the face that took its name.
+    """
+    rule = rule if isinstance(rule, Rule) else Rule.single(rule)
+    problems = list(problems) if problems is not None else [None] * len(candidates)
+
+    def acceptable(face: int, rank: int) -> bool:
+        options = candidates[face]
+        return options[rank].distance < rule.threshold or (rank == 0 and rule.clear(options))
+
     pairs = sorted(
         (c.distance, face, rank)
         for face, options in enumerate(candidates)
+        if not problems[face]
         for rank, c in enumerate(options)
-        if c.distance < threshold
+        if acceptable(face, rank)
     )
     chosen: dict[int, int] = {}
-    taken: set[str] = set()
+    taken: dict[str, int] = {}  # subject id -> the face given it
     for _, face, rank in pairs:
         subject = candidates[face][rank].subject_id
         if face in chosen or subject in taken:
             continue
         chosen[face] = rank
-        taken.add(subject)
+        taken[subject] = face
     decisions = []
     for face, options in enumerate(candidates):
         if not options:
-            decisions.append(Decision(None, None, None, None))
+            decisions.append(Decision(None, None, None, None, NOBODY_ENROLLED))
             continue
         rank = chosen.get(face)
-        pick = options[rank] if rank is not None else options[0]
-        others = [c.distance for i, c in enumerate(options) if i != (rank or 0)]
-        margin = (min(others) - pick.distance) if others else None
-        if rank is None:
-            decisions.append(Decision(None, None, pick.distance, margin))
+        pick = options[rank or 0]
+        following = (rank or 0) + 1
+        margin = options[following].distance - pick.distance if following < len(options) else None
+        if rank is not None:
+            if rank > 0:
+                reason = f"{BELOW_THRESHOLD}; its nearest name went to face {taken[options[0].subject_id] + 1}, which is closer"
+            else:
+                reason = BELOW_THRESHOLD if pick.distance < rule.threshold else CLEAR_MARGIN
+            decisions.append(Decision(pick.name, pick.subject_id, pick.distance, margin, reason))
+            continue
+        if problems[face]:
+            reason = f"{TOO_POOR}: {problems[face]}"
+        elif acceptable(face, 0):
+            reason = went_to_face(taken[pick.subject_id] + 1)
+        elif pick.distance < rule.loose_threshold and pick.others_median is not None:
+            reason = NO_CLEAR_MARGIN
         else:
-            decisions.append(Decision(pick.name, pick.subject_id, pick.distance, margin))
+            reason = ABOVE_THRESHOLD
+        decisions.append(Decision(None, None, pick.distance, margin, reason))
     return decisions

@@ -9,7 +9,8 @@ from PIL import Image
 from facedemo.alignment import align
 from facedemo.detection import DEFAULT_DETECTOR, Detector, detector_name
 from facedemo.embedding import Embedder, ModelUnavailable, model_spec
-from facedemo.matching import Gallery, checked_threshold, decide, nearest
+from facedemo.matching import Gallery, Rule, checked_threshold, decide, nearest
+from facedemo.quality import assess
 from facedemo.results import Analysis, Face, FaceAnalysis
 from models.registry import DEFAULT_MODEL, MODELS
 
@@ -141,12 +142,16 @@ class Pipeline:
             candidates = nearest(self.embed(image, kept), gallery, spec)
         else:
             candidates = [[] for _ in kept]
-        decisions = decide(candidates, threshold)
+        # Each face's quality decides whether it may be named at all ("too poor to decide").
+        qualities = assess(image, kept)
+        decisions = decide(candidates, Rule.of(spec, threshold), [q.problem for q in qualities])
         return Analysis(
             width=image.shape[1],
             height=image.shape[0],
             model_id=self.model_id,
             threshold=threshold,
-            faces=tuple(FaceAnalysis(f, d, tuple(c)) for f, d, c in zip(kept, decisions, candidates)),
+            faces=tuple(
+                FaceAnalysis(f, d, tuple(c), q) for f, d, c, q in zip(kept, decisions, candidates, qualities)
+            ),
             faces_skipped=skipped,
         )

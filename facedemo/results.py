@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from facedemo.embedding import model_spec
-from facedemo.matching import Candidate, Decision, checked_threshold, decide
+from facedemo.matching import Candidate, Decision, Rule, decide
+
+if TYPE_CHECKING:
+    from facedemo.quality import FaceQuality
 
 Point = tuple[float, float]
 
@@ -50,11 +54,16 @@ class Face:
 
 @dataclass(frozen=True)
 class FaceAnalysis:
-    """What detection found (face) and what recognition concluded (decision) for one face."""
+    """What detection found (face) and what recognition concluded (decision) for one face.
+
+    candidates: the nearest enrolled subjects, nearest first, kept to decide again without the models.
+    quality: size, detail and pose of the face (facedemo.quality); None when not assessed.
+    """
 
     face: Face
     decision: Decision
     candidates: tuple[Candidate, ...] = ()
+    quality: FaceQuality | None = None
 
     def to_dict(self, include_subject_id: bool = False) -> dict:
         """JSON-ready. `subject_id` (the key to a person's stored data, not a result) only when
@@ -65,6 +74,8 @@ class FaceAnalysis:
             "identity": d.identity,
             "distance": None if d.distance is None else round(d.distance, 5),
             "margin": None if d.margin is None else round(d.margin, 5),
+            "reason": d.reason,
+            "quality": None if self.quality is None else self.quality.to_dict(),
         }
         if include_subject_id:
             data["subject_id"] = d.subject_id
@@ -76,7 +87,8 @@ class Analysis:
     """Every face of one photo, left to right.
 
     width, height: of the photo in pixels. threshold: the decision threshold used, in the
-    model's distance unit. faces_skipped: faces found beyond the per-photo limit, not analysed.
+    model's distance unit (the open-set rule's first level; `rule` holds its second level).
+    faces_skipped: faces found beyond the per-photo limit, not analysed.
     """
 
     width: int
@@ -91,10 +103,16 @@ class Analysis:
 
         ThresholdError for a threshold that is not a number in 0..the model's ceiling.
         """
-        threshold = checked_threshold(model_spec(self.model_id), threshold)
-        decisions = decide([fa.candidates for fa in self.faces], threshold)
+        rule = Rule.of(model_spec(self.model_id), threshold)
+        problems = [None if fa.quality is None else fa.quality.problem for fa in self.faces]
+        decisions = decide([fa.candidates for fa in self.faces], rule, problems)
         faces = tuple(replace(fa, decision=d) for fa, d in zip(self.faces, decisions))
-        return replace(self, threshold=threshold, faces=faces)
+        return replace(self, threshold=rule.threshold, faces=faces)
+
+    @property
+    def rule(self) -> Rule:
+        """The open-set rule these faces were decided with: the model's, at `threshold`."""
+        return Rule.of(model_spec(self.model_id), self.threshold)
 
     def restricted_to(self, subject_ids: Collection[str]) -> Analysis:
         """The same faces with only the candidates still enrolled (`subject_ids`), decided again:
@@ -111,6 +129,7 @@ class Analysis:
             "height": self.height,
             "model": self.model_id,
             "threshold": self.threshold,
+            "loose_threshold": self.rule.loose_threshold,
             "faces_skipped": self.faces_skipped,
             "faces": [fa.to_dict(include_subject_id) for fa in self.faces],
         }

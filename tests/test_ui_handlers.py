@@ -84,8 +84,9 @@ def test_analyse_returns_both_images_a_row_per_face_a_summary_and_the_state(hand
     assert detection.shape == recognition.shape == astronaut.shape
     assert not np.array_equal(detection, recognition)  # landmarks and colours differ
     assert len(rows) == 1
-    number, box, confidence, identity, distance, margin = rows[0]
-    assert (number, identity) == (1, "Unknown")
+    number, box, confidence, identity, distance, margin, quality, reason = rows[0]
+    assert (number, identity, reason) == (1, "Unknown", "nobody is enrolled")
+    assert quality.startswith("good: ")
     x1, y1, x2, y2 = (int(v) for v in box.split(", "))
     assert 150 < x1 < x2 < 300 and 40 < y1 < y2 < 200
     assert float(confidence) > 0.99

@@ -29,7 +29,7 @@ USER_ERRORS = (ImageError, EnrolmentError, VaultError, ThresholdError)
 
 
 
-TABLE_HEADERS = ["face", "box (x1, y1, x2, y2) px", "confidence", "identity", "distance", "margin"]
+TABLE_HEADERS = ["face", "box (x1, y1, x2, y2) px", "confidence", "identity", "distance", "margin", "quality", "reason"]
 VERDICT_HEADERS = ["photo", "file", "used", "reason"]
 SUBJECT_HEADERS = ["subject id", "name", "created", "expires", "templates"]
 
@@ -84,6 +84,14 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 def _label(fa: FaceAnalysis) -> str:
     return fa.decision.identity if fa.decision.accepted else "Unknown"
+
+
+def _quality(fa: FaceAnalysis) -> str:
+    """'good: 120 px, detail 0.45' or 'poor: 12 px, detail 0.02' (facedemo.quality), '–' when not assessed."""
+    q = fa.quality
+    if q is None:
+        return "–"
+    return f"{'good' if q.usable else 'poor'}: {q.size:.0f} px, detail {q.detail:.2f}"
 
 
 class Handlers:
@@ -144,12 +152,14 @@ class Handlers:
 
     @staticmethod
     def face_rows(analysis: Analysis) -> list[list]:
-        """One row per face: number, box, confidence, identity, distance, margin (as TABLE_HEADERS)."""
+        """One row per face: number, box, confidence, identity, distance, margin, quality and the
+        reason for the identity (as TABLE_HEADERS)."""
         rows = []
         for number, fa in enumerate(analysis.faces, 1):
             box = ", ".join(str(round(v)) for v in fa.face.box)
             d = fa.decision
-            rows.append([number, box, _number(fa.face.score), _label(fa), _number(d.distance), _number(d.margin)])
+            rows.append([number, box, _number(fa.face.score), _label(fa), _number(d.distance), _number(d.margin),
+                         _quality(fa), d.reason or "–"])
         return rows
 
     @staticmethod
@@ -169,9 +179,17 @@ class Handlers:
         if all(fa.decision.distance is None for fa in faces):
             return found + " **Recognition:** nobody is enrolled yet, so every face is Unknown (see the Enrol tab)."
         known = sum(fa.decision.accepted for fa in faces)
+        poor = sum(1 for fa in faces if fa.quality is not None and not fa.quality.usable)
+        rule = analysis.rule
+        second = (
+            f"; up to {rule.loose_threshold:.2f} only with a clear margin over the other enrolled people"
+            if rule.loose_threshold > rule.threshold else ""
+        )
         return (
-            f"{found} **Recognition:** {known} identified, {len(faces) - known} unknown, at threshold "
-            f"{analysis.threshold:.2f} ({analysis.model_id}; a distance below the threshold means the same person)."
+            f"{found} **Recognition:** {known} identified, {len(faces) - known} unknown"
+            f"{f' ({poor} too poor to decide)' if poor else ''}, at threshold {analysis.threshold:.2f} "
+            f"({analysis.model_id}; a distance below the threshold means the same person{second}). "
+            "The table's last column says why."
         )
 
     # ------------------------------------------------------------------------- tab "Enrol"
