@@ -1,9 +1,10 @@
-# make run: start the app; make test: run the test suite. Both create .venv when missing.
+# make run: start the app; make test: the whole test suite (CI's); make test-fast: all but the browser,
+# end-to-end and slow tests (under a minute on 2 cores). Each creates .venv when missing.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TEST_ENV := GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1
 
-.PHONY: run test bench evaluate
+.PHONY: run test test-fast bench evaluate
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -21,6 +22,9 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(TEST_ENV) $(PY) -m pytest -q
+
+test-fast: $(VENV)/.dev
+	$(TEST_ENV) $(PY) -m pytest -q -m "not browser and not e2e and not slow"
 
 bench: $(VENV)/.dev
 	$(PY) -m facedemo bench --json bench-out/bench.json

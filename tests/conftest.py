@@ -49,20 +49,55 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def pipeline():
-    """One pipeline for the whole session: models load once, as in the app."""
-    from facedemo.pipeline import Pipeline
+class Pipelines(dict):
+    """model id -> the session's Pipeline of that model (default settings), built on first use."""
 
-    return Pipeline()
+    def __missing__(self, model_id: str):
+        from facedemo.pipeline import Pipeline
+
+        self[model_id] = Pipeline(model_id)
+        return self[model_id]
+
+
+@pytest.fixture(scope="session")
+def pipelines() -> Pipelines:
+    """One pipeline per model for the whole session: each network loads once, as in the app."""
+    return Pipelines()
+
+
+@pytest.fixture(scope="session")
+def pipeline(pipelines):
+    """The session's pipeline of the default model."""
+    from models.registry import DEFAULT_MODEL
+
+    return pipelines[DEFAULT_MODEL]
+
+
+@pytest.fixture
+def run_cli(pipelines):
+    """`python -m facedemo ARGS` run in this process on the session's pipelines: see tests/command_line.py."""
+    from tests import command_line
+
+    return lambda *args, env=None: command_line.run(args, pipelines, env)
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    """The real app (`python app.py`) on loopback, one per test module."""
+    """The real app (`python app.py`) on loopback, one per test module: its vault, throttle and
+    upload folder start fresh. A module that needs none of that asks for `shared_app` instead."""
     from tests.app_server import running_app
 
     with running_app(tmp_path_factory.mktemp("app")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def shared_app(tmp_path_factory):
+    """One real app for the whole session, for modules that only call the named API and leave the
+    vault as they found it (every subject they enrol they also erase)."""
+    from tests.app_server import running_app
+
+    with running_app(tmp_path_factory.mktemp("shared_app")) as running:
         yield running
 
 

@@ -1,4 +1,4 @@
-"""Helpers shared by engine tests: one pipeline per test session and photo transformations."""
+"""Photo transformations the engine tests share: another copy of the same person, a group photo."""
 from __future__ import annotations
 
 import io

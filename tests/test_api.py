@@ -1,8 +1,18 @@
-"""The plain-function Python API."""
+"""The plain-function Python API (`import facedemo`): photos as paths, bytes or arrays; distances in the
+model's unit (SFace, the default: 1 - cosine similarity)."""
 import numpy as np
+import pytest
 
 import facedemo
+import facedemo.api
 from facedemo.images import ImageError
+from models.registry import DEFAULT_MODEL, MODELS
+
+
+@pytest.fixture(autouse=True)
+def session_pipelines(pipelines, monkeypatch):
+    """The functions run on the session's pipelines (facedemo.api keeps one per model per process too)."""
+    monkeypatch.setattr(facedemo.api, "pipeline", lambda model=DEFAULT_MODEL: pipelines[model])
 
 
 def test_detect_faces_takes_a_path(tmp_path, astronaut):
@@ -18,12 +28,12 @@ def test_face_distance_is_small_for_the_same_face_and_large_for_another(astronau
     b = facedemo.face_embeddings(grace_hopper)
     assert a.shape == (1, 128)
     d = facedemo.face_distance(np.vstack([a, b]), a[0])
-    assert d[0] < 0.01 and d[1] > 0.6  # float32 expansion of |a - b|^2 leaves ~1e-3
+    # 1 - cosine of unit vectors: a face to itself is 0 up to float32 rounding; these two people
+    # are 0.84 apart, beyond the highest threshold the model allows.
+    assert d[0] == pytest.approx(0.0, abs=1e-5) and d[1] > MODELS[DEFAULT_MODEL].max_threshold
 
 
 def test_bad_input_raises_image_error():
-    import pytest
-
     with pytest.raises(ImageError):
         facedemo.detect_faces(b"not an image")
 
@@ -34,7 +44,5 @@ def test_allocator_tuning_applies_on_glibc():
     from facedemo.app.runtime import tune_allocator
 
     if platform.libc_ver()[0] != "glibc":
-        import pytest
-
         pytest.skip("the allocator settings are glibc's")
     assert tune_allocator() is True

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import json
 import os
 import re
 import subprocess
@@ -25,7 +24,7 @@ from PIL import Image, ImageFile
 
 from facedemo.app import cli
 from facedemo.images import ImageError, load
-from tests import hostile
+from tests import command_line, hostile
 from tests.hostile import MAX_BYTES, MAX_FACES, MAX_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,31 +210,6 @@ def test_random_small_images_decode_to_their_size_and_are_analysed(pipeline, enc
 
 # ------------------------------------------------------------------------------ command line
 
-# `python -m facedemo detect FILE` for many files in one interpreter: each run gets fresh argv,
-# stdout and stderr, exits through SystemExit as in a real process, and an escaping exception is
-# printed as the interpreter would print it (a traceback), so the test sees what a user would.
-CLI_LOOP = r"""
-import contextlib, io, json, runpy, sys, traceback
-out_file, paths = sys.argv[1], sys.argv[2:]
-results = {}
-for path in paths:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    sys.argv = ["facedemo", "detect", path]
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            runpy.run_module("facedemo", run_name="__main__", alter_sys=True)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-    results[path] = {"code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()}
-with open(out_file, "w") as f:
-    json.dump(results, f)
-"""
-
-
 def write_corpus(directory: Path, names) -> dict[str, Path]:
     paths = {}
     for name in names:
@@ -246,15 +220,13 @@ def write_corpus(directory: Path, names) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def cli_results(tmp_path_factory) -> dict[str, dict]:
-    """name -> {code, stdout, stderr} of `python -m facedemo detect FILE` for the whole corpus."""
+def cli_results(tmp_path_factory, pipelines, one_torch_thread) -> dict[str, command_line.Ran]:
+    """name -> what `python -m facedemo detect FILE` gives for each file of the corpus (in this process:
+    an exception escaping the CLI shows as a traceback on stderr, as a user would see it)."""
     directory = tmp_path_factory.mktemp("corpus")
     paths = write_corpus(directory, hostile.NAMES)
-    out = directory / "results.json"
-    subprocess.run([sys.executable, "-c", CLI_LOOP, str(out), *map(str, paths.values())], cwd=ROOT,
-                   check=True, timeout=600, env={**os.environ, "FACEDEMO_DATA_DIR": str(directory / "data"), "OMP_NUM_THREADS": "1"})
-    by_path = json.loads(out.read_text())
-    return {name: by_path[str(path)] for name, path in paths.items()}
+    env = {"FACEDEMO_DATA_DIR": str(directory / "data")}
+    return {name: command_line.run(["detect", path], pipelines, env) for name, path in paths.items()}
 
 
 def assert_one_error_line(code: int, stderr: str, error: str | None = None) -> None:
@@ -270,15 +242,17 @@ def assert_one_error_line(code: int, stderr: str, error: str | None = None) -> N
 def test_cli_detect_prints_faces_or_one_error_line_for_each_input(name, cli_results):
     case, result = hostile.case(name), cli_results[name]
     if not case.decodes:
-        assert_one_error_line(result["code"], result["stderr"], case.error)
+        assert_one_error_line(result.code, result.err, case.error)
+        assert result.out == ""
         return
-    assert result["code"] == 0 and result["stderr"] == "", result["stderr"]
-    summary = result["stdout"].strip().splitlines()[-1]
+    assert result.code == 0 and result.err == "", result.err
+    summary = result.out.strip().splitlines()[-1]
     assert "face(s)" in summary
     if name == "crowd_of_42_faces":
         assert summary == f"{MAX_FACES} face(s); {42 - MAX_FACES} more not analysed (limit {MAX_FACES} per photo)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["text_file", "png_decompression_bomb", "heic_renamed_jpg", "jpeg_truncated_half"])
 def test_python_m_facedemo_detect_refuses_a_hostile_file_with_one_line(name, tmp_path):
     path = write_corpus(tmp_path, [name])[name]

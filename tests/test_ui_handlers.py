@@ -26,9 +26,9 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def face_demo(workdir) -> FaceDemo:
+def face_demo(workdir, pipeline) -> FaceDemo:
     config = Config(data_dir=workdir / "data", master_key=generate_master_key(), admin_token=ADMIN_TOKEN)
-    demo = FaceDemo(config)
+    demo = FaceDemo(config, pipeline=pipeline)
     yield demo
     demo.close()
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from facedemo.embedding import model_spec
 from facedemo.matching import Gallery, Subject, decide, distances, nearest
-from facedemo.tools.dataset import primary_face_of, read_dataset
+from facedemo.tools.dataset import DatasetError, primary_face_of, read_dataset
 
 FARS = ("0.01", "0.001")
 
@@ -152,9 +152,12 @@ def evaluate(
     "models" holds every model's. Distances and thresholds are in each model's own unit
     (see recognition.ModelSpec). `unknowns` is a person-per-folder set of people who are
     not enrolled: every photo of it is an open-set probe.
+    DatasetError when the folder holds no identity or no face is found in any of its photos.
     """
     model_ids = model_ids or [pipeline.model_id]
     identities, samples = _embed_all(pipeline, Path(root), model_ids)
+    if not any(s.embeddings for s in samples):
+        raise DatasetError(f"no face found in any photo under {root} ({len(samples)} photos); nothing to evaluate")
     unknown_samples = _embed_all(pipeline, Path(unknowns), model_ids)[1] if unknowns else []
     per_model = {}
     curves = {}
