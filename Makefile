@@ -9,8 +9,11 @@ TEST_ENV := GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1
 $(PY):
 	python3 -m venv $(VENV)
 
-$(VENV)/.runtime: requirements.txt | $(PY)
+# The project itself is installed in editable mode (no dependencies: requirements.txt pins them), so
+# `import facedemo` works from any folder.
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
@@ -27,7 +30,8 @@ test-fast: $(VENV)/.dev
 	$(TEST_ENV) $(PY) -m pytest -q -m "not browser and not e2e and not slow"
 
 bench: $(VENV)/.dev
-	$(PY) -m facedemo bench --json bench-out/bench.json
+	$(PY) -m facedemo bench --json bench-out/bench.json --repeat 9
 
 evaluate: $(VENV)/.dev
-	$(PY) -m facedemo evaluate tests/data/faces-pd --json bench-out/evaluate.json --plot bench-out/roc.png
+	$(PY) -m facedemo evaluate tests/data/faces-pd --models sface_2021dec,dlib_resnet_v1 --baseline seed-cnn \
+		--json bench-out/evaluate.json --plot bench-out/roc.png

@@ -382,5 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, config)
     except (CliError, ConfigError, ImageError, DatasetError, ModelUnavailable, EnrolmentError, VaultError,
             WeightsError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):  # the reader stopped early (`| head`): not an error of ours
+            # Python flushes stdout again at exit; pointing it at /dev/null keeps that quiet too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         print(f"error: {exc}", file=sys.stderr)
         return 1
