@@ -43,8 +43,54 @@ def test_open_set_counts_strangers_accepted_and_enrolled_people_found(pipeline, 
     Image.fromarray(grace_hopper).save(strangers / "hopper" / "0.png")
     report, _ = evaluate(pipeline, known, unknowns=strangers)
     open_set = report["models"][pipeline.model_id]["open_set"]
-    assert open_set == {"unknown_probes": 1, "unknown_faces_found": 1, "unknown_accepted": 0,
-                        "known_probes": 1, "known_correct_accepted": 1}
+    assert {k: open_set[k] for k in ("unknown_probes", "unknown_faces_found", "unknown_accepted", "known_probes",
+                                     "known_correct_accepted", "strangers")} == {
+        "unknown_probes": 1, "unknown_faces_found": 1, "unknown_accepted": 0, "known_probes": 1,
+        "known_correct_accepted": 1, "strangers": "unknowns"}
+    for rule in ("threshold", "two_level"):
+        figures = open_set["rules"][rule]
+        assert (figures["known_nearest_right"], figures["known_accepted"], figures["known_wrong"]) == (1, 1, 0)
+        assert figures["unknown_accepted"] == 0 and set(figures["dir_at_far"]) == {"0.01", "0.001"}
+    assert open_set["dir_at_far"]["0.01"]["dir"] == 1.0
+
+
+def test_without_unknowns_each_identity_is_a_stranger_to_the_others(pipeline, faces_pd, tmp_path):
+    from facedemo.tools.evaluate import plot
+
+    report, curves = evaluate(pipeline, faces_pd)
+    open_set = report["open_set"]
+    assert open_set["strangers"] == "leave-one-identity-out" and open_set["enrolled"] == 8
+    assert open_set["unknown_probes"] == report["faces_found"] == 15  # every photo, against the 7 others
+    assert open_set["rules"]["threshold"]["unknown_accepted"] == open_set["rules"]["two_level"]["unknown_accepted"] == 0
+    plot(curves, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_dir_at_far_counts_right_and_accepted_probes_at_the_strangers_threshold():
+    from facedemo.tools.evaluate import dir_at_far
+
+    strangers = np.linspace(0.5, 1.5, 1000)  # FAR 1e-2 admits the 10 closest: threshold 0.51
+    known = np.array([0.2, 0.4, 0.505, 0.52, 0.9])
+    right = np.array([True, False, True, True, True])
+    figures = dir_at_far(right, known, strangers)
+    assert figures["0.01"]["threshold"] == pytest.approx(strangers[10])
+    assert figures["0.01"]["dir"] == pytest.approx(2 / 5)  # 0.2 and 0.505; 0.4 is the wrong person
+    assert figures["0.001"]["dir"] == pytest.approx(1 / 5)  # threshold 0.501: only 0.2
+
+
+def test_the_two_level_rules_curve_accepts_what_the_rule_accepts_at_each_threshold():
+    from facedemo.matching import Candidate, Rule, decide
+    from facedemo.tools.evaluate import _open_set_scores, _Probe
+
+    rng = np.random.default_rng(11)
+    probes = [_Probe([Candidate("a", "A", d, m), Candidate("b", "B", d + g, m)], "a")
+              for d, g, m in zip(rng.uniform(0.3, 0.8, 300), rng.uniform(0, 0.4, 300), rng.uniform(0.6, 1.2, 300))]
+    rule = Rule(0.56, 0.61, 0.39, 0.1)
+    right, scores, _ = _open_set_scores(probes, [], rule)
+    for t in (0.3, 0.5, 0.56, 0.6):
+        scaled = Rule(t, t * 0.61 / 0.56, 0.39, 0.1)
+        accepted = np.array([decide([p.candidates], scaled)[0].accepted for p in probes])
+        np.testing.assert_array_equal(accepted, scores < t)
 
 
 def test_auc_equals_the_share_of_closer_genuine_pairs_counting_ties_half():

@@ -1,14 +1,16 @@
 """Accuracy of the pipeline on a person-per-folder dataset: verification, closed- and open-set identification."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from facedemo.embedding import model_spec
-from facedemo.matching import Gallery, Subject, decide, distances, nearest
+from facedemo.matching import Candidate, Gallery, Rule, Subject, decide, distances, nearest
 from facedemo.tools.dataset import DatasetError, primary_face_of, read_dataset
+from models.registry import ModelSpec
 
 FARS = ("0.01", "0.001")
 
@@ -111,7 +113,9 @@ def _gallery_and_probes(samples: list[_Sample], model_id: str) -> tuple[Gallery,
 
 
 def _identification(samples: list[_Sample], model_id: str, threshold: float) -> dict:
+    """Closed set (top1: the right person nearest) and open set at the model's rule (top1_open_set)."""
     spec = model_spec(model_id)
+    rule = Rule.of(spec, threshold)
     gallery, probes = _gallery_and_probes(samples, model_id)
     top1 = top1_open = 0
     for probe in probes:
@@ -120,27 +124,165 @@ def _identification(samples: list[_Sample], model_id: str, threshold: float) -> 
         candidates = nearest(probe.embeddings[model_id][None], gallery, spec)
         if candidates[0][0].subject_id == probe.identity:
             top1 += 1
-        if decide(candidates, threshold)[0].subject_id == probe.identity:
+        if decide(candidates, rule)[0].subject_id == probe.identity:
             top1_open += 1
     return {"probes": len(probes), "top1": top1, "top1_open_set": top1_open}
 
 
-def _open_set(samples: list[_Sample], unknown_samples: list[_Sample], model_id: str, threshold: float) -> dict:
-    spec = model_spec(model_id)
-    gallery, probes = _gallery_and_probes(samples, model_id)
-    accepted_unknown = 0
-    for s in unknown_samples:
-        if model_id in s.embeddings and len(gallery):
-            if decide(nearest(s.embeddings[model_id][None], gallery, spec), threshold)[0].accepted:
-                accepted_unknown += 1
-    known = _identification(samples, model_id, threshold)
+@dataclass(frozen=True)
+class _Probe:
+    """One open-set probe: its candidates (nearest first) and, for a known person, who it really is."""
+
+    candidates: list[Candidate]
+    identity: str | None  # None for a stranger
+
+
+def _open_set_probes(
+    samples: list[_Sample], unknown_samples: list[_Sample], spec: ModelSpec, enrol: int = 1
+) -> tuple[list[_Probe], list[_Probe], str, int]:
+    """Known probes (each identity's photos after its first `enrol`, against everyone enrolled) and
+    strangers: the `unknown_samples` against everyone, or else each identity's photos against the
+    gallery without that identity (leave-one-identity-out). Returns (known, strangers, how the
+    strangers were made, identities enrolled)."""
+    model_id = spec.model_id
+    enrolled: dict[str, list[np.ndarray]] = {}
+    known_samples = []
+    for s in samples:
+        rows = enrolled.setdefault(s.identity, [])
+        if len(rows) < enrol and model_id in s.embeddings:
+            rows.append(s.embeddings[model_id])
+        else:
+            known_samples.append(s)
+    if enrol > 1:  # only people with all their enrolment photos and at least one probe left
+        keep = {name for name, rows in enrolled.items() if len(rows) == enrol}
+        keep &= {s.identity for s in known_samples if model_id in s.embeddings}
+        enrolled = {name: rows for name, rows in enrolled.items() if name in keep}
+        known_samples = [s for s in known_samples if s.identity in keep]
+        samples = [s for s in samples if s.identity in keep]
+    subjects = [Subject(name, name, np.stack(rows)) for name, rows in enrolled.items() if rows]
+    gallery = Gallery.from_subjects(subjects, model_id)
+
+    def probe_all(group: list[_Sample], against: Gallery, known: bool) -> list[_Probe]:
+        usable = [s for s in group if model_id in s.embeddings]
+        if not usable or len(against) == 0:
+            return []
+        found = nearest(np.stack([s.embeddings[model_id] for s in usable]), against, spec)
+        return [_Probe(c, s.identity if known else None) for s, c in zip(usable, found)]
+
+    known = probe_all(known_samples, gallery, True)
+    if unknown_samples:
+        return known, probe_all(unknown_samples, gallery, False), "unknowns", len(gallery)
+    strangers = []
+    for name in gallery.subject_ids:
+        strangers += probe_all([s for s in samples if s.identity == name], gallery.without_subjects([name]), False)
+    return known, strangers, "leave-one-identity-out", len(gallery)
+
+
+def _rule_figures(known: list[_Probe], strangers: list[_Probe], rule: Rule) -> dict:
+    """What `rule` does with the probes: the figures of README's accuracy table, and DIR at FAR."""
+    right = accepted = wrong = 0
+    for probe in known:
+        decision = decide([probe.candidates], rule)[0]
+        right += probe.candidates[0].subject_id == probe.identity
+        accepted += decision.subject_id == probe.identity
+        wrong += decision.accepted and decision.subject_id != probe.identity
     return {
-        "unknown_probes": len(unknown_samples),
-        "unknown_faces_found": sum(1 for s in unknown_samples if s.embeddings),
-        "unknown_accepted": accepted_unknown,
-        "known_probes": len(probes),
-        "known_correct_accepted": known["top1_open_set"],
+        "threshold": rule.threshold,
+        "loose_threshold": rule.loose_threshold,
+        "known_probes": len(known),
+        "known_nearest_right": int(right),
+        "known_accepted": int(accepted),
+        "known_wrong": int(wrong),
+        "unknown_probes": len(strangers),
+        "unknown_accepted": sum(decide([p.candidates], rule)[0].accepted for p in strangers),
+        "dir_at_far": dir_at_far(*_open_set_scores(known, strangers, rule)),
     }
+
+
+def _open_set_scores(known: list[_Probe], strangers: list[_Probe], rule: Rule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(right, known scores, stranger scores) for DIR/FAR curves of `rule` scaled with its threshold.
+
+    A rule at threshold t accepts a face below t, or below t x (loose/threshold) when the face is
+    clearly its nearest person's: so a face's score is its distance, or its distance divided by that
+    ratio when clear, and the rule at t accepts exactly the scores below t (one threshold's curve).
+    """
+    ratio = rule.loose_threshold / rule.threshold if rule.threshold > 0 else 1.0
+    unbounded = replace(rule, loose_threshold=math.inf)  # clear or not, whatever the distance
+
+    def score(probe: _Probe) -> float:
+        d = probe.candidates[0].distance
+        return d / ratio if unbounded.clear(probe.candidates) else d
+
+    right = np.array([p.candidates[0].subject_id == p.identity for p in known], dtype=bool)
+    return right, np.array([score(p) for p in known]), np.array([score(p) for p in strangers])
+
+
+def dir_at_far(right: np.ndarray, known: np.ndarray, strangers: np.ndarray) -> dict:
+    """Detection-and-identification rate at a false-alarm rate (open-set identification, as in NIST's
+    FRVT and Phillips et al.): at the largest threshold accepting at most FAR of the strangers, the
+    share of known probes whose nearest person is the right one and accepted. Per FAR ("0.01",
+    "0.001"): {"dir", "threshold"}; with fewer than 1/FAR strangers it is the rate accepting none."""
+    out = {}
+    for far in FARS:
+        if len(strangers) == 0 or len(known) == 0:
+            out[far] = {"dir": float("nan"), "threshold": float("nan")}
+            continue
+        t = threshold_at_far(strangers, float(far))
+        out[far] = {"dir": float(np.mean(right & (known < t))), "threshold": t}
+    return out
+
+
+def dir_far_curve(right: np.ndarray, known: np.ndarray, strangers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FAR, DIR) at every distinct score, accepting score < threshold."""
+    scores = np.unique(np.concatenate([known, strangers, [np.inf]]))
+    far = np.searchsorted(np.sort(strangers), scores, side="left") / max(len(strangers), 1)
+    hits = np.sort(known[right])
+    return far, np.searchsorted(hits, scores, side="left") / max(len(known), 1)
+
+
+def _open_set(samples: list[_Sample], unknown_samples: list[_Sample], model_id: str, threshold: float) -> tuple[dict, dict]:
+    """Open-set figures of the one-threshold rule ("threshold", before) and the model's two-level
+    rule ("two_level", the app's); the top-level counts are the app's rule. Returns (report, curves)."""
+    spec = model_spec(model_id)
+    known, strangers, source, enrolled = _open_set_probes(samples, unknown_samples, spec)
+    rules = {"threshold": Rule.single(threshold), "two_level": Rule.of(spec, threshold)}
+    figures = {name: _rule_figures(known, strangers, rule) for name, rule in rules.items()}
+    app = figures["two_level"]
+    report = {
+        "strangers": source,
+        "enrolled": enrolled,
+        "unknown_probes": app["unknown_probes"],
+        "unknown_faces_found": app["unknown_probes"] if not unknown_samples else
+        sum(1 for s in unknown_samples if model_id in s.embeddings),
+        "unknown_accepted": app["unknown_accepted"],
+        "known_probes": app["known_probes"],
+        "known_correct_accepted": app["known_accepted"],
+        "dir_at_far": app["dir_at_far"],
+        "rules": figures,
+        "templates": _templates(samples, unknown_samples, spec, threshold),
+    }
+    curves = {name: _open_set_scores(known, strangers, rule) for name, rule in rules.items()}
+    return report, curves
+
+
+TEMPLATES_PER_PERSON = 3
+
+
+def _templates(samples: list[_Sample], unknown_samples: list[_Sample], spec: ModelSpec, threshold: float) -> dict | None:
+    """Several templates per person: the first TEMPLATES_PER_PERSON photos of everyone with more
+    enrolled, compared by their nearest template and by their mean, at the model's rule. None when
+    fewer than 2 people have that many photos."""
+    out = {}
+    for how in ("nearest", "mean"):
+        variant = replace(spec, templates=how)
+        known, strangers, _, enrolled = _open_set_probes(samples, unknown_samples, variant, TEMPLATES_PER_PERSON)
+        if enrolled < 2:
+            return None
+        figures = _rule_figures(known, strangers, Rule.of(variant, threshold))
+        out[how] = {k: figures[k] for k in ("known_probes", "known_accepted", "known_wrong", "unknown_probes",
+                                            "unknown_accepted", "dir_at_far")}
+        out["enrolled"] = enrolled
+    return {"photos_per_person": TEMPLATES_PER_PERSON, "model_uses": spec.templates, **out}
 
 
 def evaluate(
@@ -150,8 +292,12 @@ def evaluate(
 
     The report's top-level figures are those of the first model (default: the active one);
     "models" holds every model's. Distances and thresholds are in each model's own unit
-    (see recognition.ModelSpec). `unknowns` is a person-per-folder set of people who are
-    not enrolled: every photo of it is an open-set probe.
+    (see models.registry.ModelSpec). The first photo (by file name) of each identity is enrolled,
+    the others are its probes. Open-set figures ("open_set") compare strangers with them: `unknowns`,
+    a person-per-folder set of people who are not enrolled (every photo a stranger), or without it
+    each identity's photos against the others (leave-one-identity-out). They are given for the
+    one-threshold rule and the model's two-level rule ("rules"), with DIR at FAR 1e-2 and 1e-3,
+    and for several templates per person compared by the nearest and by the mean ("templates").
     DatasetError when the folder holds no identity or no face is found in any of its photos.
     """
     model_ids = model_ids or [pipeline.model_id]
@@ -168,9 +314,8 @@ def evaluate(
             "verification": verification,
             "identification": _identification(samples, model_id, threshold),
         }
-        if unknowns:
-            per_model[model_id]["open_set"] = _open_set(samples, unknown_samples, model_id, threshold)
-        curves[model_id] = (genuine, impostor)
+        per_model[model_id]["open_set"], open_curves = _open_set(samples, unknown_samples, model_id, threshold)
+        curves[model_id] = (genuine, impostor, open_curves)
     main = per_model[model_ids[0]]
     report = {
         "dataset": str(root),
@@ -185,7 +330,8 @@ def evaluate(
 
 
 def plot(curves: dict, path: Path | str) -> None:
-    """ROC (TAR against FAR, log scale) and distance histograms per model, as one PNG."""
+    """ROC (TAR against FAR, log scale), open-set DIR against FAR per rule, and distance histograms
+    per model, as one PNG."""
     try:
         import matplotlib
 
@@ -193,17 +339,27 @@ def plot(curves: dict, path: Path | str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("plotting needs matplotlib: pip install matplotlib") from None
-    fig, axes = plt.subplots(1, 1 + len(curves), figsize=(5 * (1 + len(curves)), 4))
-    roc_ax = axes[0]
-    for model_id, (genuine, impostor) in curves.items():
+    fig, axes = plt.subplots(1, 2 + len(curves), figsize=(5 * (2 + len(curves)), 4))
+    roc_ax, dir_ax = axes[0], axes[1]
+    for model_id, (genuine, impostor, open_curves) in curves.items():
         _, far, tar = roc_points(genuine, impostor)
         roc_ax.step(np.maximum(far, 1e-4), tar, where="post", label=model_id)
+        for rule, scores in open_curves.items():
+            far, dir_ = dir_far_curve(*scores)
+            dir_ax.step(np.maximum(far, 1e-4), dir_, where="post", label=f"{model_id}, {rule}")
     roc_ax.set_xscale("log")
     roc_ax.set_xlabel("false accept rate")
     roc_ax.set_ylabel("true accept rate")
-    roc_ax.set_title("ROC")
+    roc_ax.set_title("ROC (pairs)")
     roc_ax.legend()
-    for ax, (model_id, (genuine, impostor)) in zip(axes[1:], curves.items()):
+    for far in FARS:
+        dir_ax.axvline(float(far), color="grey", lw=0.5)
+    dir_ax.set_xscale("log")
+    dir_ax.set_xlabel("false alarm rate (strangers accepted)")
+    dir_ax.set_ylabel("detection and identification rate")
+    dir_ax.set_title("open set: DIR at FAR")
+    dir_ax.legend(fontsize="small")
+    for ax, (model_id, (genuine, impostor, _)) in zip(axes[2:], curves.items()):
         bins = np.linspace(0, max(np.max(genuine, initial=1), np.max(impostor, initial=1)), 30)
         ax.hist(impostor, bins=bins, alpha=0.6, label="different people")
         ax.hist(genuine, bins=bins, alpha=0.6, label="same person")
