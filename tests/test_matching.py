@@ -132,3 +132,14 @@ def test_each_candidate_carries_the_median_distance_to_every_other_subject(subje
                 assert c.others_median is None
             else:
                 assert c.others_median == pytest.approx(np.median(np.delete(row, int(c.subject_id))), abs=1e-5)
+
+
+def test_in_a_large_gallery_the_median_of_the_others_is_estimated_closely():
+    rng = np.random.default_rng(7)
+    templates = rng.normal(size=(5000, 16)).astype(np.float32)
+    gallery = Gallery(DLIB_RESNET.model_id, tuple(map(str, range(5000))), tuple(map(str, range(5000))), templates,
+                      np.arange(5000))
+    probe = rng.normal(size=(1, 16)).astype(np.float32)
+    (options,) = nearest(probe, gallery, DLIB_RESNET)
+    exact = np.median(np.delete(distances(probe, templates, "euclidean")[0], int(options[0].subject_id)))
+    assert options[0].others_median == pytest.approx(exact, rel=0.01)
