@@ -9,8 +9,9 @@ that interface:
 - change_marker(): the one-row table `change_counter`, bumped by every write transaction (in commit
   order, since writers are serialised); `changes` records, per subject id, the counter value of the
   transaction that last added or removed it, so another replica reads only the subjects that
-  changed (`changed_subjects`), never the whole list. The ids of erased subjects stay there (as in
-  the audit log: random ids only) for TOMBSTONE_WINDOW write transactions, then are pruned;
+  changed (`changed_subjects`), never the whole list. Rows older than CHANGE_LOG_WINDOW write
+  transactions are pruned, so the log stays small; until then it holds the ids of erased subjects
+  (random ids only, as the audit log does);
 - compact(): VACUUM of the subject tables after a deletion (autocommit: VACUUM cannot run inside a
   transaction). It makes the deleted rows' space reusable; it does not overwrite them, and it
   reaches neither the write-ahead log, nor streaming replicas, nor backups (see `erasure`);
@@ -52,9 +53,10 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 VAULT_LOCK = 0x66616365_64656D6F  # "facedemo"
 CONNECT_TIMEOUT_S = 5  # waiting for a connection (server down or pool busy) before a request fails
 POOL_MAX_CONNECTIONS = 4  # per process and database: the vault's own, audit checks, migrations
-# Write transactions after which the id of an erased subject leaves the change log; a replica that
-# has not synced for longer compares the full list of subject ids instead.
-TOMBSTONE_WINDOW = 1000
+# How many write transactions back the change log reaches; a replica that has not synced for longer
+# (or that is told of more than CHANGES_LIMIT changed subjects) compares the full list of subject ids instead.
+CHANGE_LOG_WINDOW = 1000
+CHANGES_LIMIT = 10_000
 _VAULT_TABLES = {"meta", "subjects", "subject_keys", "templates", "audit"}
 
 
@@ -103,7 +105,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         "INSERT INTO change_counter (seq, floor) VALUES (1, 1)",
         "CREATE TABLE changes (subject_id text PRIMARY KEY, seq bigint NOT NULL)",
         "CREATE INDEX changes_seq ON changes (seq)",
-        "INSERT INTO changes (subject_id, seq) SELECT subject_id, 0 FROM subjects",
     )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -451,7 +452,18 @@ class PgStore:
                 yield other
 
     def change_marker(self) -> int:
-        """The change counter: bumped by every committed write transaction of any replica."""
+        """The change counter: bumped by every committed write transaction of any replica.
+
+        The first statement of most operations: when the held connection turns out to be dead (the server
+        restarted, or dropped it while idle) and no transaction is open, it is read once more on a fresh
+        connection, so the first request after the server returns does not fail.
+        """
+        try:
+            return self._conn.execute("SELECT seq FROM change_counter").fetchone()[0]
+        except psycopg.OperationalError:
+            held = self._held
+            if self._tx_conn is not None or held is None or not held.broken or self._pool is None:
+                raise
         return self._conn.execute("SELECT seq FROM change_counter").fetchone()[0]
 
     def changed_subjects(self, since: object) -> dict[str, bool] | None:
@@ -463,17 +475,25 @@ class PgStore:
         seq, floor = conn.execute("SELECT seq, floor FROM change_counter").fetchone()
         if not floor <= since <= seq:
             return None
+        # An index range scan (ORDER BY ... LIMIT) and one index probe per changed id, whatever the
+        # planner's statistics say about the two tables (none yet right after a bulk copy).
         rows = conn.execute(
-            "SELECT c.subject_id, s.subject_id IS NOT NULL FROM changes c LEFT JOIN subjects s USING (subject_id) "
-            "WHERE c.seq > %s",
-            (since,),
-        )
-        return dict(rows.fetchall())
+            "SELECT c.subject_id, EXISTS (SELECT 1 FROM subjects s WHERE s.subject_id = c.subject_id) "
+            "FROM changes c WHERE c.seq > %s ORDER BY c.seq LIMIT %s",
+            (since, CHANGES_LIMIT + 1),
+        ).fetchall()
+        return None if len(rows) > CHANGES_LIMIT else dict(rows)
 
     def _change_seq(self) -> int:
-        """Inside `write()`: this transaction's change counter value, bumped on the first change it makes."""
+        """Inside `write()`: this transaction's change counter value, bumped on the first change it makes,
+        which also prunes the change log to its window."""
         if self._tx_seq is None:
-            self._tx_seq = self._conn.execute("UPDATE change_counter SET seq = seq + 1 RETURNING seq").fetchone()[0]
+            conn = self._conn
+            seq = conn.execute("UPDATE change_counter SET seq = seq + 1 RETURNING seq").fetchone()[0]
+            horizon = seq - CHANGE_LOG_WINDOW
+            if horizon > 0 and conn.execute("DELETE FROM changes WHERE seq <= %s", (horizon,)).rowcount:
+                conn.execute("UPDATE change_counter SET floor = greatest(floor, %s)", (horizon,))
+            self._tx_seq = seq
         return self._tx_seq
 
     # ----------------------------------------------------------------------- schema and meta
@@ -643,21 +663,13 @@ class PgStore:
             table: conn.execute(f"DELETE FROM {table} WHERE subject_id = ANY(%s)", (ids,)).rowcount
             for table in SUBJECT_TABLES
         }
-        # Each erased id stays in the change log (so other replicas drop it) for TOMBSTONE_WINDOW writes.
+        # Each erased id stays in the change log (so other replicas drop it) for CHANGE_LOG_WINDOW writes.
         with conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO changes (subject_id, seq) VALUES (%s, %s) "
                 "ON CONFLICT (subject_id) DO UPDATE SET seq = excluded.seq",
                 [(sid, seq) for sid in ids],
             )
-        horizon = seq - TOMBSTONE_WINDOW
-        if horizon > 0:
-            conn.execute(
-                "DELETE FROM changes c WHERE c.seq <= %s AND NOT EXISTS "
-                "(SELECT 1 FROM subjects s WHERE s.subject_id = c.subject_id)",
-                (horizon,),
-            )
-            conn.execute("UPDATE change_counter SET floor = greatest(floor, %s)", (horizon,))
         return deleted
 
     def subject_row_counts(self, subject_id: str) -> dict[str, int]:

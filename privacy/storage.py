@@ -1,7 +1,8 @@
 """What the vault needs from a database: the `Storage` interface, the rows it passes, and what a backend must guarantee.
 
 The vault and every other module of `privacy` reach the database only through `Storage`; all SQL
-lives in a backend. The backend today is SQLite (`privacy.store.SqliteStore`). The database only
+lives in a backend: SQLite (`privacy.store.SqliteStore`, the default) or PostgreSQL
+(`privacy.pg_store.PgStore`, for several replicas sharing one vault). The database only
 ever sees ciphertexts, random ids, sizes, times and consent versions: everything passed here is
 already sealed (see `privacy.keys`). Times are fixed-width ISO 8601 UTC text (`iso_utc`), so that
 text order is time order in any database.
@@ -40,10 +41,10 @@ The PostgreSQL backend (`privacy.pg_store.PgStore`; psycopg 3; FACEDEMO_DATABASE
   single-row read, and keeps a change log per subject id for `changed_subjects()`);
 - `compact()`: VACUUM of subject_keys, templates and subjects after a deletion (autocommit: VACUUM
   cannot run inside a transaction). VACUUM makes the dead rows' space reusable without overwriting
-  it; VACUUM FULL rewrites the tables (under an exclusive lock) and is the closer match to
-  secure_delete. Neither reaches WAL segments not yet recycled, replicas or base backups: the
-  receipt's `wal_checkpointed` claim must be reworded for this backend, and its statement about
-  copies made before the erasure (key epochs) covers the rest;
+  it; VACUUM FULL rewrites the tables (under an exclusive lock that stops every replica) and is the
+  closer match to secure_delete, so PgStore runs plain VACUUM. Neither reaches WAL segments not yet
+  recycled, replicas or base backups: the receipt's `wal_checkpointed` is None for this backend
+  (`backend == "postgresql"`), and its `copies_before_erasure` names these copies in key-epoch terms;
 - `errors = (psycopg.Error,)` and messages for serialization failures, lost connections,
   read-only replicas and a full disk;
 - `close()` returning the connection (or the pool's connection).

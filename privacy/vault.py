@@ -2,7 +2,9 @@
 
 `Vault` is the package's one entry point, a thin facade: each job lives in its own module.
 - opening.py: argument checks, data directory, master key (given or development key file), first set-up;
-- storage.py: what the vault needs from a database (`Storage`); store.py: its SQLite backend, all the SQL;
+- storage.py: what the vault needs from a database (`Storage`); store.py: its SQLite backend (the default);
+  pg_store.py: its PostgreSQL backend, for replicas sharing one vault; all the SQL is in those two;
+  transfer.py: copying a vault from one backend to the other;
 - keys.py: master key, data keys and the sealing recipes; records.py: sealing and opening a subject's blobs;
 - gallery.py: the decrypted in-memory copy and its sync; access.py: tokens, operator, throttle, refusals;
 - audit.py: the HMAC-chained audit log; rotation.py: master-key rotation and noticing one made elsewhere;
@@ -16,8 +18,9 @@ Layout of the protection (README.md, "Privacy"; docs/architecture.md for where e
 - a random vault secret, wrapped by the master key, derives the audit, receipt and token keys, so a
   key rotation re-wraps two kinds of small blobs and leaves templates, receipts and the audit chain as
   they were;
-- erasure deletes the wrapped key and every row in one transaction with secure_delete on, then
-  truncates the WAL; a copy made before (a backup) stays readable with the master key of that time
+- erasure deletes the wrapped key and every row in one transaction, then compacts (SQLite:
+  secure_delete on, the WAL truncated; PostgreSQL: VACUUM); a copy made before (a backup, and on
+  PostgreSQL its write-ahead log and replicas too) stays readable with the master key of that time
   until that key is retired by a rotation (key epochs: see `ErasureReceipt`);
 - who may do what: the holder of a subject's deletion token may describe, export and erase that
   subject; the operator's admin token may list every subject and erase any, nothing else (it
@@ -230,7 +233,8 @@ class Vault:
         token: the subject's deletion token or the admin token; otherwise VaultError, nothing is
         deleted and the attempt is audited. client: the caller's identity for the throttle (see
         `Vault`). In one transaction the subject's wrapped data key and every row are deleted; then
-        the WAL is truncated and the in-memory gallery updated. Finally `probe(model_id, templates)`
+        the database is compacted (SQLite: the WAL truncated; PostgreSQL: the tables vacuumed) and the
+        in-memory gallery updated (other processes' galleries on their next call). Finally `probe(model_id, templates)`
         is called per model with the deleted (k x D float32) templates, outside the vault's lock; it
         must return, per template, the subject id the current gallery identifies at the app's
         threshold, or None. If the probe raises, the erasure has still happened (see the audit log).

@@ -126,6 +126,10 @@ def test_connection_lost_mid_enrolment_fails_with_a_message_writes_nothing_and_t
     own_server.start()
     vault.enroll("After", {MODEL: random_templates(4)}, "v1", True)  # no restart of the app needed
     assert sorted(s.name for s in vault.subjects(MODEL)) == ["After", "Before"]
+    # A restart while the vault is idle costs no failed request: the dead connection is replaced at once.
+    own_server.stop("fast")
+    own_server.start()
+    assert sorted(s.name for s in vault.subjects(MODEL)) == ["After", "Before"]
     assert vault.audit_verify(full=True).ok
     vault.close()
     with open_vault(tmp_path, url) as reopened:  # every subject decrypts whole
@@ -250,7 +254,7 @@ def test_another_replica_reads_only_the_subjects_that_changed(tmp_path, pg_url, 
 
 
 def test_replica_behind_the_change_logs_window_compares_ids_and_still_converges(tmp_path, pg_url, monkeypatch):
-    monkeypatch.setattr(pg_store, "TOMBSTONE_WINDOW", 3)
+    monkeypatch.setattr(pg_store, "CHANGE_LOG_WINDOW", 3)
     a, b = open_vault(tmp_path, pg_url), open_vault(tmp_path, pg_url)
     receipts = [a.enroll(f"P{i}", {MODEL: random_templates(i)}, "v1", True) for i in range(6)]
     assert len(b.subjects(MODEL)) == 6

@@ -1,17 +1,22 @@
 """Load test of the web app over loopback: concurrent gradio_client clients mixing detect, recognize, enroll and forget.
 
     python -m facedemo.tools.loadtest [--requests 200] [--clients 8] [--url URL] [--json OUT.json]
+                                      [--replicas 2 [--database-url postgresql://...]]
 
 Without --url it starts `python app.py` on a free 127.0.0.1 port with a fresh data directory,
 master key and admin token, and afterwards opens that vault to check it is consistent: every
 subject enrolled during the run and then forgotten is gone, nothing else is stored, and the audit
-chain verifies with one enrol and one forget entry per subject. Prints the median and 95th
+chain verifies with one enrol and one forget entry per subject. With --replicas N it starts N apps
+sharing one vault on PostgreSQL (--database-url, an empty database; by default a throwaway server
+as in `facedemo.tools.bench_vault`), with the same master key, and the clients take turns between
+them, so a subject enrolled on one replica is often forgotten through another. Prints the median and 95th
 percentile latency (seconds, from sending a request until its answer) per operation and overall,
 and the errors. A benchmark, not a test: the figures depend on the machine.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import secrets
@@ -184,11 +189,11 @@ def forget_remaining(url: str, workload: Workload) -> int:
     return failures
 
 
-def check_vault(data_dir: Path, master_key: str, workload: Workload) -> dict:
+def check_vault(data_dir: Path, master_key: str, workload: Workload, database_url: str | None = None) -> dict:
     """Open the app's vault after the run: what is left, and whether the audit log matches the run."""
     from privacy.vault import Vault
 
-    with Vault.open(data_dir, master_key=master_key, admin_token=ADMIN_TOKEN) as vault:
+    with Vault.open(data_dir, master_key=master_key, admin_token=ADMIN_TOKEN, database_url=database_url) as vault:
         left = {row["subject_id"] for row in vault.list_subjects(ADMIN_TOKEN)}
         report = vault.audit_verify()
         events = Counter(entry["event"] for entry in vault.audit_entries())
@@ -205,9 +210,15 @@ def check_vault(data_dir: Path, master_key: str, workload: Workload) -> dict:
     }
 
 
-def load_test(url: str, photos: dict[str, str], requests: int, clients: int) -> tuple[dict, Workload]:
+def load_test(url: str | list[str], photos: dict[str, str], requests: int, clients: int) -> tuple[dict, Workload]:
+    """`clients` concurrent clients sending `requests` in all; with several URLs (replicas) client n talks to
+    url n mod len(urls)."""
+    urls = [url] if isinstance(url, str) else list(url)
     workload = Workload(requests, photos)
-    threads = [threading.Thread(target=run_client, args=(url, workload, n), daemon=True) for n in range(clients)]
+    threads = [
+        threading.Thread(target=run_client, args=(urls[n % len(urls)], workload, n), daemon=True)
+        for n in range(clients)
+    ]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -215,14 +226,43 @@ def load_test(url: str, photos: dict[str, str], requests: int, clients: int) -> 
         thread.join()
     summary = summarise(workload.samples, time.perf_counter() - started)
     summary["clients"] = clients
-    summary["cleanup_forget_failures"] = forget_remaining(url, workload)
+    summary["cleanup_forget_failures"] = forget_remaining(urls[-1], workload)
     summary["enrolled"], summary["forgotten"] = len(workload.enrolled), len(workload.forgotten)
     return summary, workload
 
 
+def _replicated(args, workdir: Path, photos: dict[str, str]) -> dict:
+    """The load test across `args.replicas` apps sharing one PostgreSQL vault, and the vault's check afterwards."""
+    from privacy.keys import generate_master_key
+
+    server = None
+    url = args.database_url
+    if url is None:
+        from facedemo.tools.bench_vault import TemporaryPostgres
+
+        server = TemporaryPostgres()
+        url = server.url
+    key = generate_master_key()
+    try:
+        with contextlib.ExitStack() as apps:
+            running = [
+                apps.enter_context(running_app(workdir / f"replica-{n}", key, ADMIN_TOKEN,
+                                               env_extra={"FACEDEMO_DATABASE_URL": url}))
+                for n in range(args.replicas)
+            ]
+            summary, workload = load_test([app.url for app in running], photos, args.requests, args.clients)
+        summary["replicas"] = args.replicas
+        summary["vault"] = check_vault(workdir / "replica-0" / "data", key, workload, database_url=url)
+    finally:
+        if server is not None:
+            server.close()
+    return summary
+
+
 def _print(summary: dict) -> None:
     o = summary["overall"]
-    print(f"{o['requests']} requests from {summary['clients']} clients in {summary['wall_s']} s "
+    replicas = f" across {summary['replicas']} replicas" if summary.get("replicas", 1) > 1 else ""
+    print(f"{o['requests']} requests from {summary['clients']} clients{replicas} in {summary['wall_s']} s "
           f"({summary['requests_per_s']} requests/s), {o['errors']} errors")
     print(f"{'operation':<10} {'requests':>8} {'errors':>6} {'median s':>9} {'p95 s':>7}")
     for name, f in [*summary["operations"].items(), ("overall", o)]:
@@ -245,7 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--url", help="a running app (default: start python app.py on loopback)")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="start this many apps sharing one vault on PostgreSQL (default 1: one app, SQLite)")
+    parser.add_argument("--database-url", help="with --replicas: an empty PostgreSQL database for the shared vault "
+                                               "(default: a throwaway server started for the run)")
     args = parser.parse_args(argv)
+    if args.replicas < 1 or (args.replicas > 1 and args.url):
+        parser.error("--replicas takes a number >= 1 and starts the apps itself (no --url)")
 
     from facedemo.app import examples
     from privacy.keys import generate_master_key
@@ -255,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         photos = {p.stem: str(p) for p in examples.write(workdir / "photos")}
         if args.url:
             summary, _ = load_test(args.url, photos, args.requests, args.clients)
+        elif args.replicas > 1:
+            summary = _replicated(args, workdir, photos)
         else:
             key = generate_master_key()
             with running_app(workdir, key, ADMIN_TOKEN) as app:
