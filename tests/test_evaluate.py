@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from facedemo.tools.dataset import DatasetError
 from facedemo.tools.evaluate import auc, evaluate, threshold_at_far
 
 
@@ -25,6 +26,16 @@ def test_faces_pd_cross_domain_probes_are_all_identified(pipeline, faces_pd):
     assert report["identities"] == 8 and report["faces_found"] == report["images"]
     ident = report["identification"]
     assert ident["probes"] == 7 and ident["top1"] == 7 and ident["top1_open_set"] == 7
+
+
+def test_a_dataset_without_any_face_is_a_dataset_error(pipeline, tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.full((200, 200, 3), 255, np.uint8)).save(tmp_path / name / "0.png")
+    with pytest.raises(DatasetError, match=r"^no face found in any photo under .* \(2 photos\); nothing to evaluate$"):
+        evaluate(pipeline, tmp_path)
 
 
 def test_open_set_counts_strangers_accepted_and_enrolled_people_found(pipeline, tmp_path, astronaut, grace_hopper):
@@ -137,3 +148,15 @@ def test_person_per_folder_sets_of_pgm_photos_are_read(tmp_path):
     identities = read_dataset(tmp_path)
     assert [i.name for i in identities] == ["s1", "s2"]
     assert [p.name for p in identities[0].photos] == ["1.pgm", "2.pgm"]
+
+
+def test_a_probe_too_poor_to_decide_is_counted_and_never_named():
+    from facedemo.matching import Candidate, Rule
+    from facedemo.tools.evaluate import _Probe, _rule_figures
+
+    close = [Candidate("a", "A", 0.1, 0.9), Candidate("b", "B", 0.8, 0.9)]
+    known = [_Probe(close, "a"), _Probe(close, "a", "the face is blurred or too small to show detail")]
+    strangers = [_Probe(close, None, "the face is turned too far from the camera")]
+    figures = _rule_figures(known, strangers, Rule.single(0.56))
+    assert (figures["known_accepted"], figures["unknown_accepted"], figures["too_poor"]) == (1, 0, 2)
+    assert figures["dir_at_far"]["0.01"]["dir"] == 0.5

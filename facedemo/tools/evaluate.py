@@ -9,6 +9,7 @@ import numpy as np
 
 from facedemo.embedding import model_spec
 from facedemo.matching import Candidate, Gallery, Rule, Subject, decide, distances, nearest
+from facedemo.quality import assess
 from facedemo.tools.dataset import DatasetError, primary_face_of, read_dataset
 from models.registry import ModelSpec
 
@@ -20,6 +21,7 @@ class _Sample:
     identity: str
     path: Path
     embeddings: dict[str, np.ndarray]  # model id -> D; empty when no face was found
+    problem: str | None = None  # why the face is too poor to decide (facedemo.quality), as in the app
 
 
 def _embed_all(pipeline, root: Path, model_ids: list[str]) -> tuple[list, list[_Sample]]:
@@ -28,11 +30,12 @@ def _embed_all(pipeline, root: Path, model_ids: list[str]) -> tuple[list, list[_
     for identity in identities:
         for path in identity.photos:
             found = primary_face_of(pipeline, path)
-            embeddings = {}
+            embeddings, problem = {}, None
             if found is not None:
                 image, face = found
                 embeddings = {m: pipeline.embed(image, [face], m)[0] for m in model_ids}
-            samples.append(_Sample(identity.name, path, embeddings))
+                problem = assess(image, [face])[0].problem
+            samples.append(_Sample(identity.name, path, embeddings, problem))
     return identities, samples
 
 
@@ -135,6 +138,7 @@ class _Probe:
 
     candidates: list[Candidate]
     identity: str | None  # None for a stranger
+    problem: str | None = None  # too poor to decide: never named
 
 
 def _open_set_probes(
@@ -167,7 +171,7 @@ def _open_set_probes(
         if not usable or len(against) == 0:
             return []
         found = nearest(np.stack([s.embeddings[model_id] for s in usable]), against, spec)
-        return [_Probe(c, s.identity if known else None) for s, c in zip(usable, found)]
+        return [_Probe(c, s.identity if known else None, s.problem) for s, c in zip(usable, found)]
 
     known = probe_all(known_samples, gallery, True)
     if unknown_samples:
@@ -182,7 +186,7 @@ def _rule_figures(known: list[_Probe], strangers: list[_Probe], rule: Rule) -> d
     """What `rule` does with the probes: the figures of README's accuracy table, and DIR at FAR."""
     right = accepted = wrong = 0
     for probe in known:
-        decision = decide([probe.candidates], rule)[0]
+        decision = decide([probe.candidates], rule, [probe.problem])[0]
         right += probe.candidates[0].subject_id == probe.identity
         accepted += decision.subject_id == probe.identity
         wrong += decision.accepted and decision.subject_id != probe.identity
@@ -194,7 +198,8 @@ def _rule_figures(known: list[_Probe], strangers: list[_Probe], rule: Rule) -> d
         "known_accepted": int(accepted),
         "known_wrong": int(wrong),
         "unknown_probes": len(strangers),
-        "unknown_accepted": sum(decide([p.candidates], rule)[0].accepted for p in strangers),
+        "unknown_accepted": sum(decide([p.candidates], rule, [p.problem])[0].accepted for p in strangers),
+        "too_poor": sum(p.problem is not None for p in known + strangers),
         "dir_at_far": dir_at_far(*_open_set_scores(known, strangers, rule)),
     }
 
@@ -211,6 +216,8 @@ def _open_set_scores(known: list[_Probe], strangers: list[_Probe], rule: Rule) -
 
     def score(probe: _Probe) -> float:
         d = probe.candidates[0].distance
+        if probe.problem:  # too poor to decide: accepted at no threshold
+            return math.inf
         return d / ratio if unbounded.clear(probe.candidates) else d
 
     right = np.array([p.candidates[0].subject_id == p.identity for p in known], dtype=bool)
