@@ -17,6 +17,14 @@ STARTUP_LIMIT_S = 15.0
 
 
 @pytest.fixture(scope="module")
+def app(shared_app):
+    """The session's app (test_app_hostile and README's example use it too): this module erases every
+    subject it enrols and sends one wrong token, within the 5 a client may send before it is slowed
+    down (test_app_privacy sends more, so it has an app of its own)."""
+    return shared_app
+
+
+@pytest.fixture(scope="module")
 def examples(tmp_path_factory) -> dict[str, str]:
     return {p.stem: str(p) for p in write_examples(tmp_path_factory.mktemp("examples"))}
 

@@ -27,6 +27,13 @@ APP_MESSAGES = {"file_over_the_byte_limit": "(?i)size|large|limit"}
 
 
 @pytest.fixture(scope="module")
+def app(shared_app):
+    """The session's app (test_app_api and README's example use it too): this module sends no token
+    and erases the one subject it enrols."""
+    return shared_app
+
+
+@pytest.fixture(scope="module")
 def uploads(tmp_path_factory) -> dict[str, str]:
     directory = tmp_path_factory.mktemp("corpus")
     paths = {}

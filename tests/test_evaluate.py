@@ -94,12 +94,13 @@ def test_the_two_level_rules_curve_accepts_what_the_rule_accepts_at_each_thresho
     from facedemo.tools.evaluate import _open_set_scores, _Probe
 
     rng = np.random.default_rng(11)
+    medians = [None if i % 5 == 0 else m for i, m in enumerate(rng.uniform(0.6, 1.2, 300))]  # some small galleries
     probes = [_Probe([Candidate("a", "A", d, m), Candidate("b", "B", d + g, m)], "a")
-              for d, g, m in zip(rng.uniform(0.3, 0.8, 300), rng.uniform(0, 0.4, 300), rng.uniform(0.6, 1.2, 300))]
-    rule = Rule(0.56, 0.61, 0.39, 0.1)
+              for d, g, m in zip(rng.uniform(0.3, 0.8, 300), rng.uniform(0, 0.4, 300), medians)]
+    rule = Rule(0.56, 0.53, 0.60, 0.40, 0.1)
     right, scores, _ = _open_set_scores(probes, [], rule)
     for t in (0.3, 0.5, 0.56, 0.6):
-        scaled = Rule(t, t * 0.61 / 0.56, 0.39, 0.1)
+        scaled = Rule(t, t * 0.53 / 0.56, t * 0.60 / 0.56, 0.40, 0.1)
         accepted = np.array([decide([p.candidates], scaled)[0].accepted for p in probes])
         np.testing.assert_array_equal(accepted, scores < t)
 
