@@ -299,7 +299,7 @@ class Candidate:
 BELOW_THRESHOLD = "below the threshold"
 CLEAR_MARGIN = "clear margin over the other enrolled people"
 ABOVE_THRESHOLD = "above the threshold"
-NO_CLEAR_MARGIN = "above the threshold, without a clear margin over the others"
+NO_CLEAR_MARGIN = "near the threshold, without a clear margin over the other enrolled people"
 NOBODY_ENROLLED = "nobody is enrolled"
 TOO_POOR = "too poor to decide"
 
@@ -334,14 +334,19 @@ class Decision:
 class Rule:
     """When a face is accepted as its nearest enrolled person (distances in the model's unit).
 
-    Below `threshold`: accepted. From `threshold` up to `loose_threshold` (Rule.of keeps it at or under
-    the model's ceiling): accepted only when the face is clearly that person, at least `min_separation`
-    closer to them than the median distance to the other enrolled people (which needs MIN_OTHERS of them)
-    and at least `min_margin` closer than to the runner-up. A face whose nearest person went to another
-    face of the photo falls back to its next candidate only below `threshold`.
+    With fewer than MIN_OTHERS + 1 people enrolled there is no yardstick for "clearly": a face is
+    accepted below `threshold`, nothing else. With more, below `strict_threshold` (at most
+    `threshold`) it is accepted; from there up to `loose_threshold` (Rule.of keeps it at or under the
+    model's ceiling) only when it is clearly that person: at least `min_separation` closer to them
+    than the median distance to the other enrolled people, and at least `min_margin` closer than to
+    the runner-up. The larger the gallery, the more strangers come close to someone by chance, so
+    there the unconditional level is stricter and the clear margin decides. A face whose nearest
+    person went to another face of the photo falls back to its next candidate only below the first
+    level (`first_level`).
     """
 
     threshold: float
+    strict_threshold: float
     loose_threshold: float
     min_separation: float = math.inf
     min_margin: float = math.inf
@@ -349,20 +354,27 @@ class Rule:
     @classmethod
     def single(cls, threshold: float) -> Rule:
         """One level: accepted below `threshold`, nothing else."""
-        return cls(float(threshold), float(threshold))
+        return cls(float(threshold), float(threshold), float(threshold))
 
     @classmethod
     def of(cls, spec: ModelSpec, threshold: object = None) -> Rule:
         """The model's rule at `threshold` (None: its default; ThresholdError as checked_threshold).
 
-        The second level moves with the threshold in proportion (at threshold 0 nobody is accepted)
-        and never exceeds the model's ceiling.
+        Both levels move with the threshold in proportion (at threshold 0 nobody is accepted), and
+        the loose one never exceeds the model's ceiling.
         """
         threshold = checked_threshold(spec, threshold)
         if spec.loose_threshold is None:
             return cls.single(threshold)
-        loose = min(spec.max_threshold, threshold * spec.loose_threshold / spec.default_threshold)
-        return cls(threshold, max(loose, threshold), spec.min_separation, spec.min_margin)
+        scale = threshold / spec.default_threshold
+        strict = min(threshold, spec.strict_threshold * scale)
+        loose = max(threshold, min(spec.max_threshold, spec.loose_threshold * scale))
+        return cls(threshold, strict, loose, spec.min_separation, spec.min_margin)
+
+    def first_level(self, options: Sequence[Candidate]) -> float:
+        """Below this a face's candidate is accepted without further test: `strict_threshold` when
+        enough people are enrolled to judge a clear margin, else `threshold`."""
+        return self.strict_threshold if options and options[0].others_median is not None else self.threshold
 
     def clear(self, options: Sequence[Candidate]) -> bool:
         """True when the nearest of `options` (nearest first) passes the second level."""
@@ -447,15 +459,15 @@ def decide(
     rule: a Rule, or a number for one threshold (accepted below it). problems: per face, why it is too
     poor to decide (facedemo.quality), or None; such a face gets no name. No subject is given to two
     faces: (face, candidate) pairs the rule accepts are taken from the closest up, so the better match
-    wins and the other face falls back to its next candidate below the threshold, or to unknown with a
-    reason naming the face that took its name.
+    wins and the other face falls back to its next candidate below the first level, or to unknown with
+    a reason naming the face that took its name.
     """
     rule = rule if isinstance(rule, Rule) else Rule.single(rule)
     problems = list(problems) if problems is not None else [None] * len(candidates)
 
     def acceptable(face: int, rank: int) -> bool:
         options = candidates[face]
-        return options[rank].distance < rule.threshold or (rank == 0 and rule.clear(options))
+        return options[rank].distance < rule.first_level(options) or (rank == 0 and rule.clear(options))
 
     pairs = sorted(
         (c.distance, face, rank)
@@ -485,7 +497,7 @@ def decide(
             if rank > 0:
                 reason = f"{BELOW_THRESHOLD}; its nearest name went to face {taken[options[0].subject_id] + 1}, which is closer"
             else:
-                reason = BELOW_THRESHOLD if pick.distance < rule.threshold else CLEAR_MARGIN
+                reason = BELOW_THRESHOLD if pick.distance < rule.first_level(options) else CLEAR_MARGIN
             decisions.append(Decision(pick.name, pick.subject_id, pick.distance, margin, reason))
             continue
         if problems[face]:

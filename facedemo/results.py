@@ -129,6 +129,7 @@ class Analysis:
             "height": self.height,
             "model": self.model_id,
             "threshold": self.threshold,
+            "strict_threshold": self.rule.strict_threshold,
             "loose_threshold": self.rule.loose_threshold,
             "faces_skipped": self.faces_skipped,
             "faces": [fa.to_dict(include_subject_id) for fa in self.faces],

@@ -21,7 +21,7 @@ from facedemo.results import Analysis, Face, FaceAnalysis
 from models.registry import MODELS, SFACE, ModelSpec
 
 CALIBRATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "calibration"
-RULE = Rule.of(SFACE)  # 0.56, then up to 0.61 with a clear margin
+RULE = Rule.of(SFACE)  # 5 or more enrolled: below 0.53, up to 0.60 with a clear margin; fewer: below 0.56
 
 
 def face(distance: float, runner_up: float, others: float | None) -> list[Candidate]:
@@ -56,6 +56,13 @@ def test_between_the_levels_a_face_about_as_close_to_everyone_keeps_the_face_unk
 def test_with_fewer_than_five_people_enrolled_only_the_threshold_counts():
     d = decide([face(0.58, 0.90, None)], RULE)[0]
     assert d.identity is None and d.reason == ABOVE_THRESHOLD
+    assert decide([face(0.55, 0.56, None)], RULE)[0].reason == BELOW_THRESHOLD
+
+
+def test_with_five_or_more_enrolled_a_face_just_below_the_threshold_needs_a_clear_margin():
+    assert decide([face(0.55, 0.56, 1.00)], RULE)[0].reason == NO_CLEAR_MARGIN
+    assert decide([face(0.55, 0.90, 1.00)], RULE)[0].reason == CLEAR_MARGIN
+    assert decide([face(0.52, 0.53, 0.60)], RULE)[0].reason == BELOW_THRESHOLD
 
 
 def test_at_or_beyond_the_loose_level_a_face_is_unknown_however_clear():
@@ -75,12 +82,13 @@ def test_a_face_that_lost_its_nearest_name_falls_back_only_below_the_threshold()
     assert decisions[0].identity is None and decisions[0].reason == "the name went to face 2, which is closer"
 
 
-def test_the_second_level_moves_with_the_threshold_and_never_passes_the_ceiling():
+def test_the_levels_move_with_the_threshold_and_the_loose_one_never_passes_the_ceiling():
     for spec in MODELS.values():
-        assert Rule.of(spec).loose_threshold == pytest.approx(spec.loose_threshold)
+        rule = Rule.of(spec)
+        assert (rule.strict_threshold, rule.loose_threshold) == pytest.approx((spec.strict_threshold, spec.loose_threshold))
         for threshold in np.linspace(0, spec.max_threshold, 64):
             rule = Rule.of(spec, float(threshold))
-            assert threshold <= rule.loose_threshold <= spec.max_threshold
+            assert rule.strict_threshold <= threshold <= rule.loose_threshold <= spec.max_threshold
     assert Rule.of(SFACE, 0.0).loose_threshold == 0.0  # threshold 0: nobody, however clear
 
 
@@ -147,7 +155,7 @@ def test_deciding_again_keeps_a_poor_face_too_poor_to_decide():
 
 def test_each_face_of_the_result_says_why_and_how_usable_it_was():
     data = analysis_of(None).to_dict()
-    assert data["loose_threshold"] == pytest.approx(0.61)
+    assert (data["strict_threshold"], data["loose_threshold"]) == pytest.approx((0.53, 0.60))
     assert data["faces"][0]["reason"] == BELOW_THRESHOLD
     assert data["faces"][0]["quality"] == {"size": 60.0, "detail": 0.4, "yaw": 0.0, "problem": None}
 
@@ -160,7 +168,7 @@ def test_the_page_table_and_summary_say_why_each_face_was_named_or_not():
     assert TABLE_HEADERS[-2:] == ["quality", "reason"]
     assert row[3] == "Ann" and row[-2] == "good: 60 px, detail 0.40" and row[-1] == BELOW_THRESHOLD
     summary = Handlers.summary(analysis)
-    assert "1 identified, 0 unknown" in summary and "up to 0.61 only with a clear margin" in summary
+    assert "1 identified, 0 unknown" in summary and "below 0.53, or up to 0.60 with a clear margin" in summary
     poor = analysis_of("the face is blurred or too small to show detail")
     assert Handlers.face_rows(poor)[0][-2].startswith("poor: ")
     assert "(1 too poor to decide)" in Handlers.summary(poor)
@@ -215,5 +223,5 @@ def test_sface_accepts_at_most_1_percent_of_orl_strangers(pipeline):
 def test_every_model_in_the_registry_has_a_rule_whose_loose_level_respects_its_ceiling():
     for spec in MODELS.values():
         assert isinstance(spec, ModelSpec)
-        assert spec.default_threshold <= spec.loose_threshold <= spec.max_threshold
+        assert spec.strict_threshold <= spec.default_threshold <= spec.loose_threshold <= spec.max_threshold
         assert spec.min_separation > 0 and spec.min_margin > 0

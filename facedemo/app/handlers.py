@@ -181,9 +181,11 @@ class Handlers:
         known = sum(fa.decision.accepted for fa in faces)
         poor = sum(1 for fa in faces if fa.quality is not None and not fa.quality.usable)
         rule = analysis.rule
+        judged = any(fa.candidates and fa.candidates[0].others_median is not None for fa in faces)
         second = (
-            f"; up to {rule.loose_threshold:.2f} only with a clear margin over the other enrolled people"
-            if rule.loose_threshold > rule.threshold else ""
+            f"; with this many people enrolled: below {rule.strict_threshold:.2f}, or up to "
+            f"{rule.loose_threshold:.2f} with a clear margin over the others"
+            if judged and rule.loose_threshold > rule.strict_threshold else ""
         )
         return (
             f"{found} **Recognition:** {known} identified, {len(faces) - known} unknown"

@@ -192,6 +192,7 @@ def _rule_figures(known: list[_Probe], strangers: list[_Probe], rule: Rule) -> d
         wrong += decision.accepted and decision.subject_id != probe.identity
     return {
         "threshold": rule.threshold,
+        "strict_threshold": rule.strict_threshold,
         "loose_threshold": rule.loose_threshold,
         "known_probes": len(known),
         "known_nearest_right": int(right),
@@ -207,18 +208,24 @@ def _rule_figures(known: list[_Probe], strangers: list[_Probe], rule: Rule) -> d
 def _open_set_scores(known: list[_Probe], strangers: list[_Probe], rule: Rule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(right, known scores, stranger scores) for DIR/FAR curves of `rule` scaled with its threshold.
 
-    A rule at threshold t accepts a face below t, or below t x (loose/threshold) when the face is
-    clearly its nearest person's: so a face's score is its distance, or its distance divided by that
-    ratio when clear, and the rule at t accepts exactly the scores below t (one threshold's curve).
+    The rule at threshold t (both levels scaled with it, as Rule.of does, without the ceiling) accepts
+    a face below t with fewer than 5 people enrolled; else below t x strict/threshold, or below
+    t x loose/threshold when the face is clearly its nearest person's. A face's score is its distance
+    divided by the ratio that applies to it, so the rule at t accepts exactly the scores below t.
     """
-    ratio = rule.loose_threshold / rule.threshold if rule.threshold > 0 else 1.0
+    def ratio(level: float) -> float:
+        return level / rule.threshold if rule.threshold > 0 else 1.0
+
     unbounded = replace(rule, loose_threshold=math.inf)  # clear or not, whatever the distance
 
     def score(probe: _Probe) -> float:
         d = probe.candidates[0].distance
         if probe.problem:  # too poor to decide: accepted at no threshold
             return math.inf
-        return d / ratio if unbounded.clear(probe.candidates) else d
+        if probe.candidates[0].others_median is None:
+            return d
+        level = rule.loose_threshold if unbounded.clear(probe.candidates) else rule.strict_threshold
+        return d / ratio(level)
 
     right = np.array([p.candidates[0].subject_id == p.identity for p in known], dtype=bool)
     return right, np.array([score(p) for p in known]), np.array([score(p) for p in strangers])
