@@ -244,6 +244,8 @@ def _replicated(args, workdir: Path, photos: dict[str, str]) -> dict:
         url = server.url
     key = generate_master_key()
     try:
+        for n in range(args.replicas):
+            (workdir / f"replica-{n}").mkdir()
         with contextlib.ExitStack() as apps:
             running = [
                 apps.enter_context(running_app(workdir / f"replica-{n}", key, ADMIN_TOKEN,
