@@ -1,4 +1,4 @@
-"""Deletion rights and proofs: deletion tokens, the operator token, retention expiry and signed erasure receipts."""
+"""Deletion tokens and their digests, the operator token check, retention expiry, and signed erasure receipts."""
 from __future__ import annotations
 
 import hashlib
