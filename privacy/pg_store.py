@@ -223,7 +223,7 @@ def connect(url: str, read_only: bool = False) -> psycopg.Connection:
     try:
         conn = psycopg.connect(_conninfo(url), autocommit=True)
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].removeprefix("connection failed: ")
         raise VaultError(
             f"cannot connect to the vault's PostgreSQL server ({describe_url(url)}): {reason}; "
             "is it running, and does FACEDEMO_DATABASE_URL name it?"

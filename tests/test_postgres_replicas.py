@@ -66,6 +66,16 @@ def test_enrolled_on_one_replica_named_on_the_other_and_forgotten_there_unknown_
     assert named_after_s < SYNC_LIMIT_S and unknown_after_s < SYNC_LIMIT_S, (named_after_s, unknown_after_s)
 
 
+def test_app_refuses_to_start_when_the_database_is_down_and_says_where(tmp_path):
+    down = f"postgresql://facedemo@/vault?host={tmp_path}"  # no server listens on this socket folder
+    with pytest.raises(RuntimeError) as error:
+        with running_app(tmp_path, generate_master_key(), ADMIN_TOKEN, env_extra={"FACEDEMO_DATABASE_URL": down}):
+            pass
+    log = str(error.value)
+    assert "exited with code 1" in log and "facedemo cannot start: cannot connect to the vault's PostgreSQL" in log
+    assert f"database vault on {tmp_path}" in log and "No such file or directory" in log and "Traceback" not in log
+
+
 def test_replica_killed_mid_enrolment_leaves_only_whole_subjects(replicas, clients, faces_pd):
     """Runs last: it kills replica A."""
     a_app, _, url, key = replicas
