@@ -21,8 +21,14 @@ def test_threshold_at_far_accepts_at_most_that_share_of_impostors():
     assert (impostor <= t).mean() > 0.05  # and no larger threshold would do
 
 
-def test_faces_pd_cross_domain_probes_are_all_identified(pipeline, faces_pd):
-    report, _ = evaluate(pipeline, faces_pd)
+@pytest.fixture(scope="module")
+def faces_pd_evaluation(pipeline, faces_pd) -> tuple[dict, dict]:
+    """evaluate() on the public-domain faces set, once for the module: (report, curves)."""
+    return evaluate(pipeline, faces_pd)
+
+
+def test_faces_pd_cross_domain_probes_are_all_identified(faces_pd_evaluation):
+    report, _ = faces_pd_evaluation
     assert report["identities"] == 8 and report["faces_found"] == report["images"]
     ident = report["identification"]
     assert ident["probes"] == 7 and ident["top1"] == 7 and ident["top1_open_set"] == 7
@@ -65,10 +71,10 @@ def test_open_set_counts_strangers_accepted_and_enrolled_people_found(pipeline, 
     assert open_set["dir_at_far"]["0.01"]["dir"] == 1.0
 
 
-def test_without_unknowns_each_identity_is_a_stranger_to_the_others(pipeline, faces_pd, tmp_path):
+def test_without_unknowns_each_identity_is_a_stranger_to_the_others(faces_pd_evaluation, tmp_path):
     from facedemo.tools.evaluate import plot
 
-    report, curves = evaluate(pipeline, faces_pd)
+    report, curves = faces_pd_evaluation
     open_set = report["open_set"]
     assert open_set["strangers"] == "leave-one-identity-out" and open_set["enrolled"] == 8
     assert open_set["unknown_probes"] == report["faces_found"] == 15  # every photo, against the 7 others
