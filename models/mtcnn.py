@@ -5,6 +5,7 @@ so a box (x1, y1, x2, y2) is the rectangle's edges and x2 - x1 its width in pixe
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,9 +32,13 @@ LEVEL_NMS = 0.6
 PNET_STRIP_PIXELS = 160_000
 RNET_BATCH = 128
 ONET_BATCH = 32
-# O-net scores at or above this need no second opinion from the mirror image (see _output):
-# in our tests checking them too changed no result and cost ~7% of the time on group photos.
+# O-net scores at or above this need no second opinion (see _output): in our tests checking them
+# too changed no result and cost ~7% of the time on group photos.
 SURE = 0.99
+
+# A second opinion on O-net's doubtful boxes: (H x W x 3 uint8 RGB photo, M x 4 boxes, edges in
+# photo pixels) -> M face probabilities, 0..1.
+SecondOpinion = Callable[[np.ndarray, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class Detections:
 
     boxes: N x 4 float32, (x1, y1, x2, y2) edges in input-image pixels; may reach past the border.
     scores: N float32, 0..1: O-net's face probability for the box's crop, or, below SURE, the
-        mean of that and the probability for the crop's mirror image.
+        mean of that and the second opinion's (by default O-net's for the crop's mirror image).
     landmarks: N x 5 x 2 float32, (x, y) in input-image pixels: left eye, right eye, nose,
         left and right mouth corner as seen in the photo.
     """
@@ -170,14 +175,22 @@ class Cascade:
 
     thresholds: face probability each stage needs to pass a window on (P, R, O).
     factor: ratio between the scales of neighbouring pyramid levels.
-    Stateless between calls: one instance may serve many threads.
+    second_opinion: who else judges O-net's doubtful boxes (see _output); None: O-net itself on
+        the mirror image.
+    Stateless between calls: one instance may serve many threads (so must the second opinion be).
     """
 
-    def __init__(self, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709) -> None:
+    def __init__(
+        self,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+        second_opinion: SecondOpinion | None = None,
+    ) -> None:
         from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
         self.thresholds = thresholds
         self.factor = factor
+        self.second_opinion = second_opinion
         # facenet-pytorch's classes, with their weights read from our verified (sha256-pinned) files.
         nets = []
         for net, weight_file in ((PNet(pretrained=False), weights.MTCNN_PNET), (RNet(pretrained=False), weights.MTCNN_RNET),
@@ -256,22 +269,33 @@ class Cascade:
         crops = pyramid.crops(boxes, ONET_INPUT)
         offsets, points, probs = _batched(self.onet, crops, ONET_BATCH)
         face = probs[:, 1].clone()
-        # A second opinion from the mirror image for doubtful boxes: a face is a face both ways,
-        # while texture that O-net takes for a face at ~0.8 from one box often is not (a suit
-        # patch on a JPEG of the astronaut; 2 of 4 false faces in the faces-pd portraits). On
-        # 623 faces pasted into photos it found 8 more of 71 upside-down faces and the same
-        # upright ones. Only boxes that can still reach the threshold on the mean (> 2t - 1)
-        # and are not already sure run again.
-        doubtful = (face > 2 * self.thresholds[2] - 1) & (face < SURE)
-        if doubtful.any():
-            mirrored = _batched(self.onet, crops[doubtful].flip(3), ONET_BATCH)[2][:, 1]
-            face[doubtful] = (face[doubtful] + mirrored) / 2
-        passed = face > self.thresholds[2]
-        boxes, face, offsets, points = boxes[passed], face[passed], offsets[passed], points[passed]
         # O-net gives landmarks as fractions of its input crop: five x values, then five y values.
         size = (boxes[:, 2:] - boxes[:, :2]).unsqueeze(1)
         landmarks = boxes[:, None, :2] + torch.stack([points[:, :5], points[:, 5:]], dim=2) * size
         boxes = _regress(boxes, offsets)
+        # A second opinion for doubtful boxes: texture that O-net takes for a face at ~0.8 often
+        # is not one (a suit patch on a JPEG of the astronaut, connectors and cables of 17-21 px in
+        # the ISS photos). Only boxes that can still reach the threshold on the mean (> 2t - 1)
+        # and are not already sure are asked. The default asks O-net about the mirror image (a
+        # face is a face both ways); it also sinks some real faces: small ones, and a 38-px face
+        # of a group photo 500 px wide, at 0.956 and 0.432 mirrored (facedemo.detection asks
+        # YuNet instead, which keeps those and drops more false faces: models/MODEL_CARD.md).
+        doubtful = (face > 2 * self.thresholds[2] - 1) & (face < SURE)
+        sure = face >= SURE
+        if doubtful.any() and sure.any():
+            # A doubtful box mostly inside a sure one is that face, which the suppression below
+            # keeps: dropped without asking (~2/3 of the doubtful boxes on group photos).
+            inside = (_min_overlap(boxes[doubtful], boxes[sure]) > 0.7).any(dim=1)
+            dropped = torch.nonzero(doubtful).flatten()[inside]
+            face[dropped], doubtful[dropped] = 0.0, False
+        if doubtful.any():
+            if self.second_opinion is None:
+                other = _batched(self.onet, crops[doubtful].flip(3), ONET_BATCH)[2][:, 1]
+            else:
+                other = self.second_opinion(pyramid.image, boxes[doubtful]).to(face.dtype)
+            face[doubtful] = (face[doubtful] + other) / 2
+        passed = face > self.thresholds[2]
+        boxes, face, landmarks = boxes[passed], face[passed], landmarks[passed]
         # "Min" overlap: a box mostly inside a better one is the same face (MTCNN's last step).
         keep = _nms_min(boxes, face, 0.7)
         return Detections(
@@ -330,15 +354,21 @@ def _square(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([centre - half, centre + half], dim=1)
 
 
+def _min_overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """len(a) x len(b): each pair's intersection over the smaller box's area."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)
+    return inter / torch.minimum(area_a[:, None], area_b[None, :]).clamp(min=1e-6)
+
+
 def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """Greedy suppression by intersection over the smaller box's area; indices kept, best first."""
     order = torch.argsort(scores, descending=True)
     boxes = boxes[order]
-    area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
-    top_left = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    bottom_right = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)
-    overlap = inter / torch.minimum(area[:, None], area[None, :]).clamp(min=1e-6)
+    overlap = _min_overlap(boxes, boxes)
     suppressed = torch.zeros(len(boxes), dtype=torch.bool)
     keep = []
     # O-net leaves a handful of boxes, so a Python loop over them costs microseconds.

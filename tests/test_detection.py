@@ -134,24 +134,22 @@ def test_every_face_facenet_pytorch_finds_on_the_test_photos_is_found_in_the_sam
         assert all(best_iou(box, ours) > 0.7 for box, _ in theirs), name
 
 
-def test_group_photos_keep_every_face_facenet_pytorch_finds_with_confidence(pipeline, facenet_defaults, faces_pd):
+def test_group_photos_keep_every_labelled_face_facenet_pytorch_finds(pipeline, facenet_defaults, faces_pd):
     """Full size (1280 px wide) and shrunk to 500 px wide, like the 500 x 375 group photo in which
-    facenet-pytorch's defaults missed a clear 37-pixel face.
-
-    Below 0.8 both detectors are at chance on these photos (faces upside down in orbit, a
-    bundle of cables scored 0.76 by facenet-pytorch): those are not required to match.
+    facenet-pytorch's defaults missed a clear 37-pixel face. Only faces the labels say are faces:
+    facenet-pytorch also reports a bundle of cables at 0.93, which we must not.
     """
-    from facedemo.images import load
+    from facedemo.tools.detection_eval import labelled_photos
 
-    paths = sorted((faces_pd / "_groups").glob("*.jpg"))
-    assert paths
-    for path in paths:
-        full = load(path)
-        for photo in (full, shrink(full, 500)):
-            confident = [box for box, score in facenet_faces(facenet_defaults, photo) if score >= 0.8]
-            ours = pipeline.detect(photo)
-            assert len(ours) >= len(confident), (path.name, photo.shape)
-            assert all(best_iou(box, ours) > 0.6 for box in confident), (path.name, photo.shape)
+    for width in (None, 500):
+        for photo in labelled_photos(faces_pd, width):
+            if not photo.name.startswith("_groups/"):
+                continue
+            theirs = [box for box, _ in facenet_faces(facenet_defaults, photo.image)]
+            ours = pipeline.detect(photo.image)
+            for label in photo.faces:
+                if max((iou(label, box) for box in theirs), default=0.0) >= 0.4:
+                    assert best_iou(label, ours) >= 0.4, (photo.name, label)
 
 
 def test_small_face_in_a_group_sized_photo_is_found(pipeline, astronaut):
@@ -242,3 +240,135 @@ def test_mtcnn_weights_are_checked_against_their_pinned_hash(monkeypatch):
     monkeypatch.setattr(weights, "MTCNN_RNET", replace(weights.MTCNN_RNET, sha256="0" * 64))
     with pytest.raises(WeightsError, match="rnet.pt is corrupt or modified"):
         mtcnn.Cascade()
+
+
+# ---------------------------------------------------------------- precision and recall, both detectors
+
+# Measured with facedemo.tools.detection_eval on the labelled photos (39 faces), the same 500 px
+# wide (faces of 22-58 px in the group photos) and the generated ones: (found, false) per set.
+# MTCNN misses the face lying sideways, and at 500 px three upside-down or half-hidden faces of
+# 22-25 px; YuNet misses more of those (models/MODEL_CARD.md).
+EXPECTED = {
+    "mtcnn": {"labelled": (38, 0), "shrunk": (35, 0), "generated": (54, 0)},
+    "yunet": {"labelled": (35, 0), "shrunk": (31, 0), "generated": (52, 0)},
+}
+
+
+@pytest.fixture(scope="module")
+def evaluation_sets(faces_pd):
+    from facedemo.tools.detection_eval import evaluation_sets
+
+    return evaluation_sets(faces_pd)
+
+
+@pytest.mark.parametrize("detector", ["mtcnn", "yunet"])
+def test_labelled_faces_are_found_without_false_faces(pipeline, evaluation_sets, detector):
+    from facedemo.tools.detection_eval import measure
+
+    for name, (found, false) in EXPECTED[detector].items():
+        result = measure(lambda image: pipeline.detect(image, detector), evaluation_sets[name])
+        assert result["found"] >= found and result["false"] <= false, (name, result["missed_faces"], result["false_detections"])
+
+
+def test_known_false_faces_of_the_iss_photos_are_not_reported(pipeline, faces_pd):
+    """Cables (21 px, O-net 0.98), a mission patch (17 px) and a connector (18 px) that MTCNN
+    alone, facenet-pytorch's or ours with the mirror rule, reports as faces (LABELS.json notes)."""
+    from facedemo.images import load
+
+    for relative, box in [
+        ("_groups/expedition_1_crew.jpg", (505, 294, 526, 317)),
+        ("catherine_coleman/catherine_coleman_onboard.jpg", (222, 374, 239, 396)),
+        ("peggy_whitson/peggy_whitson_onboard.jpg", (361, 546, 378, 567)),
+    ]:
+        photo = load(faces_pd / relative)
+        assert best_iou(box, pipeline.detect(photo)) < 0.3, relative
+
+
+def frontal_faces_pasted(faces_pd, width: int, faces_px: list[float], seed: int = 5):
+    """A group photo `width` px wide with clear frontal faces of `faces_px` widths pasted in (a soft
+    oval, no rectangle edge), where no labelled face is: (photo, pasted boxes, labelled boxes)."""
+    from facedemo.tools import detection_eval as de
+
+    photo = next(p for p in de.labelled_photos(faces_pd, width) if p.name.startswith("_groups/obama"))
+    donors = [(p.image, p.faces[0]) for p in de.labelled_photos(faces_pd) if "portrait" in p.name]
+    rng = np.random.default_rng(seed)
+    canvas = Image.fromarray(photo.image)
+    taken, pasted = list(photo.faces), []
+    for k, size in enumerate(faces_px):
+        patch, face = de._face_patch(*donors[k % len(donors)], size)
+        while True:
+            x, y = rng.uniform(0, canvas.width - patch.width), rng.uniform(0, canvas.height - patch.height)
+            outer = np.array([x, y, x + patch.width, y + patch.height])
+            if all(iou(outer, t) == 0 for t in taken):
+                break
+        canvas.paste(patch, (round(x), round(y)), de._oval_mask(patch.size))
+        pasted.append(np.array([round(x), round(y), round(x), round(y)]) + face)
+        taken.append(outer)
+    return np.asarray(canvas), pasted, photo.faces
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_37_px_frontal_faces_in_a_500_px_group_photo_are_found_without_false_faces(pipeline, faces_pd, seed):
+    """The held-out miss: one frontal face of 37 px in a 500 x 375 group photo. Faces of 30-40 px
+    pasted into a group photo 500 px wide are all found, and nothing that is not a face."""
+    photo, pasted, labelled = frontal_faces_pasted(faces_pd, 500, [37, 37, 30, 33, 35, 40, 37, 38], seed)
+    faces = pipeline.detect(photo)
+    assert all(best_iou(box, faces) >= 0.4 for box in pasted)
+    others = [f for f in faces if max(iou(f.box, b) for b in [*pasted, *labelled]) < 0.4]
+    assert others == []
+
+
+def test_yunet_finds_a_face_filling_the_frame_through_its_smaller_scale(pipeline, faces_pd):
+    """YuNet's confidence falls above ~320 px (0.64-0.72 at 600 px): a portrait whose face is 400+ px
+    wide is also looked at a third of its size."""
+    from facedemo.images import load
+
+    portrait = load(faces_pd / "eileen_collins" / "collins_nasa_portrait_b.jpg")  # the face fills 385 x 385
+    big = np.asarray(Image.fromarray(portrait).resize((900, 900)))
+    faces = pipeline.detect(big, "yunet")
+    assert len(faces) == 1 and faces[0].width > 700
+
+
+def test_both_detectors_give_faces_in_the_same_places(pipeline, astronaut, grace_hopper):
+    photo = compose(grace_hopper, astronaut, grace_hopper)
+    mtcnn_faces, yunet_faces = pipeline.detect(photo, "mtcnn"), pipeline.detect(photo, "yunet")
+    assert len(mtcnn_faces) == len(yunet_faces) == 3
+    for a, b in zip(mtcnn_faces, yunet_faces):
+        assert iou(a.box, b.box) > 0.6
+        eye_distance = a.landmarks[1][0] - a.landmarks[0][0]
+        assert np.abs(np.array(a.landmarks) - np.array(b.landmarks)).max() < 0.25 * eye_distance
+
+
+def test_unknown_detector_is_refused_with_the_choices(pipeline):
+    from facedemo.detection import DetectorError
+    from facedemo.pipeline import Pipeline
+
+    with pytest.raises(DetectorError, match="choose one of mtcnn, yunet"):
+        pipeline.detect(np.zeros((100, 100, 3), np.uint8), "haar")
+    with pytest.raises(DetectorError):
+        Pipeline(detector="haar")
+
+
+def test_doubtful_boxes_are_decided_by_the_second_opinion(faces_pd):
+    """O-net scores the cables of expedition_1_crew 0.98, under SURE: whoever gives the second
+    opinion decides; the three faces (O-net >= 0.99) need none."""
+    from facedemo.images import load
+
+    photo = load(faces_pd / "_groups" / "expedition_1_crew.jpg")
+    cables = (505, 294, 526, 317)
+    asked = []
+
+    def never(image, boxes):
+        asked.append(len(boxes))
+        return torch.zeros(len(boxes))
+
+    def always(image, boxes):
+        return torch.ones(len(boxes))
+
+    sceptic, believer = mtcnn.Cascade((0.6, 0.7, 0.65), second_opinion=never), mtcnn.Cascade((0.6, 0.7, 0.65), second_opinion=always)
+    min_face = 20.0
+    doubted, trusted = ([face(tuple(b), float(s)) for b, s in zip(found.boxes, found.scores)]
+                        for found in (sceptic(photo, min_face), believer(photo, min_face)))
+    assert len(doubted) == 3 and all(f.score >= mtcnn.SURE for f in doubted)
+    assert best_iou(cables, doubted) < 0.3 <= best_iou(cables, trusted)
+    assert asked and sum(asked) < 20  # boxes inside a sure face are not asked about

@@ -109,3 +109,12 @@ def test_yunet_weight_file_is_the_pinned_one():
     path = weights.YUNET.path()
     assert path.stat().st_size == weights.YUNET.size == 232_589
     assert weights.file_sha256(path) == weights.YUNET.sha256
+
+
+def test_yunets_opinion_of_a_box_is_its_score_for_a_face_there(astronaut):
+    runner = yunet.Runner()
+    face = [[178.0, 63.0, 268.0, 176.0]]  # her face, as both detectors frame it
+    suit, outside = [[300.0, 350.0, 360.0, 410.0]], [[-200.0, -200.0, -150.0, -150.0]]
+    scores = runner.opinion(astronaut, torch.tensor(face + suit + outside))
+    assert scores[0] > 0.9 and scores[1] < 0.3 and scores[2] == 0.0
+    assert runner.opinion(astronaut, torch.zeros((0, 4))).shape == (0,)
