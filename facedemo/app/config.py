@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facedemo.detection import DEFAULT_DETECTOR, DetectorError
 from facedemo.embedding import ModelUnavailable
 from facedemo.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from facedemo.matching import ThresholdError
@@ -67,6 +68,8 @@ class Config:
     # None means the model's calibrated default.
     threshold: float | None = None
     model: str = DEFAULT_MODEL
+    # The face detector when a request names none: "mtcnn" or "yunet" (facedemo.detection.DETECTORS).
+    detector: str = DEFAULT_DETECTOR
     max_image_bytes: int = DEFAULT_MAX_BYTES
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_faces: int = MAX_FACES
@@ -86,6 +89,7 @@ class Config:
             key_rotation_days=_number(env, "FACEDEMO_KEY_ROTATION_DAYS", None, int, 1, 3650),
             threshold=_number(env, "FACEDEMO_THRESHOLD", None, float, 0.0, 4.0),
             model=env.get("FACEDEMO_MODEL") or cls.model,
+            detector=env.get("FACEDEMO_DETECTOR") or cls.detector,
             max_image_bytes=_number(env, "FACEDEMO_MAX_IMAGE_BYTES", cls.max_image_bytes, int, 1024),
             max_image_pixels=_number(env, "FACEDEMO_MAX_IMAGE_PIXELS", cls.max_image_pixels, int, 4096),
             max_faces=_number(env, "FACEDEMO_MAX_FACES", cls.max_faces, int, 1, 1000),
@@ -94,10 +98,12 @@ class Config:
 
     def pipeline(self) -> Pipeline:
         """The pipeline these settings describe (models load on first use). ConfigError for a
-        model that is unknown or a threshold above its ceiling."""
+        model or detector that is unknown, or a threshold above the model's ceiling."""
         try:
-            return Pipeline(self.model, self.threshold, self.max_faces)
+            return Pipeline(self.model, self.threshold, self.max_faces, self.detector)
         except ThresholdError as exc:
             raise ConfigError(f"FACEDEMO_THRESHOLD: {exc}") from None
         except ModelUnavailable as exc:
             raise ConfigError(f"FACEDEMO_MODEL: {exc}") from None
+        except DetectorError as exc:
+            raise ConfigError(f"FACEDEMO_DETECTOR: {exc}") from None
