@@ -11,6 +11,7 @@ import numpy as np
 
 from facedemo.alignment import align
 from facedemo.app.config import Config
+from facedemo.detection import detector_name
 from facedemo.embedding import model_spec
 from facedemo.images import ImageError, ImageSource, load
 from facedemo.matching import Gallery, checked_threshold, decide, distances, nearest
@@ -149,19 +150,22 @@ class FaceDemo:
     def load_image(self, source: ImageSource) -> np.ndarray:
         return load(source, max_bytes=self.config.max_image_bytes, max_pixels=self.config.max_image_pixels)
 
-    def detect(self, image: ImageSource) -> Analysis:
+    def detect(self, image: ImageSource, detector: str | None = None) -> Analysis:
         """Detection only: every face's box, landmarks and confidence. The vault is not touched and no
-        face is embedded, so detection works on no biometric data (each decision is unknown)."""
-        return self.pipeline.analyse(self.load_image(image))
+        face is embedded, so detection works on no biometric data (each decision is unknown).
+        detector: "mtcnn" or "yunet"; None: the configured one (DetectorError for another name)."""
+        return self.pipeline.analyse(self.load_image(image), detector=detector)
 
-    def analyse(self, image: ImageSource, threshold: object = None) -> Analysis:
+    def analyse(self, image: ImageSource, threshold: object = None, detector: str | None = None) -> Analysis:
         """Detection and recognition of every face against the enrolled people.
 
         threshold: model distance units, 0..the model's ceiling; None: the configured one
-        (ThresholdError otherwise, before the photo is read).
+        (ThresholdError otherwise, before the photo is read). detector: as in `detect`, checked
+        before the photo is read.
         """
         threshold = checked_threshold(model_spec(self.model_id), threshold) if threshold is not None else None
-        return self.pipeline.analyse(self.load_image(image), self.gallery(), threshold)
+        detector = detector_name(detector) if detector is not None else None
+        return self.pipeline.analyse(self.load_image(image), self.gallery(), threshold, detector=detector)
 
     def redecide(self, analysis: Analysis, threshold: object) -> Analysis:
         """An earlier analysis decided again at `threshold` against the people enrolled now (no
