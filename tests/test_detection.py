@@ -372,3 +372,40 @@ def test_doubtful_boxes_are_decided_by_the_second_opinion(faces_pd):
     assert len(doubted) == 3 and all(f.score >= mtcnn.SURE for f in doubted)
     assert best_iou(cables, doubted) < 0.3 <= best_iou(cables, trusted)
     assert asked and sum(asked) < 20  # boxes inside a sure face are not asked about
+
+
+# ---------------------------------------------------------------- the detector choice in the app
+
+
+def test_the_detect_tab_runs_the_chosen_detector_and_names_it(pipeline, tmp_path, astronaut, grace_hopper):
+    from facedemo.app.config import Config
+    from facedemo.app.handlers import Handlers
+    from facedemo.app.service import FaceDemo
+    from privacy.keys import generate_master_key
+
+    photo = tmp_path / "group.png"
+    Image.fromarray(compose(grace_hopper, astronaut)).save(photo)
+    demo = FaceDemo(Config(data_dir=tmp_path / "data", master_key=generate_master_key()), pipeline=pipeline)
+    try:
+        handlers = Handlers(demo)
+        *_, rows, summary, shown = handlers.analyse(str(photo), None, False, "yunet")
+        assert len(rows) == 2 and "**Detection (YuNet):** 2 faces found" in summary
+        # YuNet's scores (0.9-0.95 on clear faces) are not MTCNN's (~1.0 on the same faces).
+        assert all(fa.face.score < 0.99 for fa in shown.analysis.faces)
+        *_, summary, _ = handlers.redecide(shown, 0.3, False)
+        assert "**Detection (YuNet):**" in summary
+        *_, summary, shown = handlers.analyse(str(photo), None, False, None)
+        assert "**Detection (MTCNN):** 2 faces found" in summary and demo.detector_id == "mtcnn"
+        with pytest.raises(Exception, match="Unknown detector 'haar': choose one of mtcnn, yunet"):
+            handlers.analyse(str(photo), None, False, "haar")
+    finally:
+        demo.close()
+
+
+def test_facedemo_detector_setting_chooses_the_default_detector():
+    from facedemo.app.config import Config, ConfigError
+
+    assert Config.from_env({}).pipeline().detector_id == "mtcnn"
+    assert Config.from_env({"FACEDEMO_DETECTOR": "yunet"}).pipeline().detector_id == "yunet"
+    with pytest.raises(ConfigError, match="FACEDEMO_DETECTOR: unknown detector 'haar': choose one of mtcnn, yunet"):
+        Config.from_env({"FACEDEMO_DETECTOR": "haar"}).pipeline()

@@ -20,15 +20,18 @@ import numpy as np
 from facedemo import render
 from facedemo.app.service import EnrolmentError, FaceDemo, PhotoVerdict
 from facedemo.app.uploads import UploadFolder, UploadGone
+from facedemo.detection import DetectorError
 from facedemo.images import ImageError
 from facedemo.matching import ThresholdError
 from facedemo.results import Analysis, FaceAnalysis
 from privacy import VaultError
 
-USER_ERRORS = (ImageError, EnrolmentError, VaultError, ThresholdError)
+USER_ERRORS = (ImageError, EnrolmentError, VaultError, ThresholdError, DetectorError)
 
 
 
+# What the page calls each detector (facedemo.detection.DETECTORS).
+DETECTOR_NAMES = {"mtcnn": "MTCNN", "yunet": "YuNet"}
 TABLE_HEADERS = ["face", "box (x1, y1, x2, y2) px", "confidence", "identity", "distance", "margin", "quality", "reason"]
 VERDICT_HEADERS = ["photo", "file", "used", "reason"]
 SUBJECT_HEADERS = ["subject id", "name", "created", "expires", "templates"]
@@ -40,6 +43,7 @@ class Shown:
 
     image: np.ndarray  # H x W x 3 uint8 RGB, shrunk for display (render.fit); the analysis has the full size
     analysis: Analysis
+    detector: str | None = None  # the detector that found the faces ("mtcnn", "yunet"), named in the summary
 
 
 def _refusal(message: str) -> gr.Error:
@@ -114,20 +118,22 @@ class Handlers:
 
     @_user_errors
     def analyse(
-        self, photo: str | None, threshold: float | None, blur: bool
+        self, photo: str | None, threshold: float | None, blur: bool, detector: str | None = None
     ) -> tuple[np.ndarray, np.ndarray, list[list], str, Shown]:
         """Detect and recognise the faces of one photo (a file path).
 
         Returns the detection image, the recognition image, one table row per face (see
         TABLE_HEADERS), a summary in Markdown and the `Shown` state for later re-decisions.
         threshold: in the active model's distance unit; None means the model's default.
+        detector: "mtcnn" or "yunet"; None means the configured one.
         """
         if photo is None:
             raise _refusal("Please add a photo first: upload a file, use the webcam or paste from the clipboard.")
         with self._using(photo):
             image = self.demo.load_image(photo)
         # The session keeps only a display-sized copy: a 40-megapixel upload would otherwise sit in memory.
-        shown = Shown(render.fit(image), self.demo.analyse(image, threshold))
+        detector = detector or self.demo.detector_id
+        shown = Shown(render.fit(image), self.demo.analyse(image, threshold, detector), detector)
         if not shown.analysis.faces:
             gr.Warning("No face found in this photo.")
         return self._present(shown, blur)
@@ -140,7 +146,7 @@ class Handlers:
         no model runs, and nobody deleted since is named. Empty before any photo."""
         if shown is None:
             return None, None, [], "", None
-        return self._present(Shown(shown.image, self.demo.redecide(shown.analysis, threshold)), blur)
+        return self._present(Shown(shown.image, self.demo.redecide(shown.analysis, threshold), shown.detector), blur)
 
     def _present(self, shown: Shown, blur: bool) -> tuple[np.ndarray, np.ndarray, list[list], str, Shown]:
         faces = shown.analysis.faces
@@ -148,7 +154,8 @@ class Handlers:
         hidden = render.unknown_flags(faces) if blur else None
         detection = render.draw_detection(shown.image, [fa.face for fa in faces], blur=hidden, source_size=size)
         recognition = render.draw_recognition(shown.image, faces, blur_unknown=blur, source_size=size)
-        return detection, recognition, self.face_rows(shown.analysis), self.summary(shown.analysis), shown
+        summary = self.summary(shown.analysis, shown.detector)
+        return detection, recognition, self.face_rows(shown.analysis), summary, shown
 
     @staticmethod
     def face_rows(analysis: Analysis) -> list[list]:
@@ -163,8 +170,8 @@ class Handlers:
         return rows
 
     @staticmethod
-    def summary(analysis: Analysis) -> str:
-        """What detection and recognition found, in two plain sentences (Markdown)."""
+    def summary(analysis: Analysis, detector: str | None = None) -> str:
+        """What detection and recognition found, in two plain sentences (Markdown); `detector` is named."""
         faces = analysis.faces
         if not faces:
             return (
@@ -175,7 +182,8 @@ class Handlers:
             f" ({analysis.faces_skipped} more faces were found but not analysed: the limit is "
             f"{len(faces)} per photo)" if analysis.faces_skipped else ""
         )
-        found = f"**Detection:** {len(faces)} face{'s' if len(faces) != 1 else ''} found{skipped}."
+        by = f" ({DETECTOR_NAMES.get(detector, detector)})" if detector else ""
+        found = f"**Detection{by}:** {len(faces)} face{'s' if len(faces) != 1 else ''} found{skipped}."
         if all(fa.decision.distance is None for fa in faces):
             return found + " **Recognition:** nobody is enrolled yet, so every face is Unknown (see the Enrol tab)."
         known = sum(fa.decision.accepted for fa in faces)

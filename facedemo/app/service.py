@@ -120,6 +120,11 @@ class FaceDemo:
     def threshold(self) -> float:
         return self.pipeline.threshold
 
+    @property
+    def detector_id(self) -> str:
+        """The configured face detector ("mtcnn" or "yunet"), used when a request names none."""
+        return self.pipeline.detector_id
+
     def installed_models(self) -> list[str]:
         """Models whose code loads here, the active model first (see Pipeline.installed_models)."""
         return self.pipeline.installed_models()

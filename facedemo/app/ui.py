@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from facedemo.app import notice
-from facedemo.app.handlers import SUBJECT_HEADERS, TABLE_HEADERS, VERDICT_HEADERS, Handlers
+from facedemo.app.handlers import DETECTOR_NAMES, SUBJECT_HEADERS, TABLE_HEADERS, VERDICT_HEADERS, Handlers
 from facedemo.app.service import CONSENT_TEXT, CONSENT_VERSION
 from facedemo.embedding import model_spec
 from facedemo.images import file_extensions
@@ -133,6 +133,11 @@ def _detect_tab(h: Handlers, examples: Sequence[Path]) -> DetectTab:
                     label="Blur faces that are not recognised", elem_id="blur",
                     info="Hides bystanders in both images.",
                 )
+                detector = gr.Radio(
+                    [(name, key) for key, name in DETECTOR_NAMES.items()], value=demo.detector_id,
+                    label="Face detector", elem_id="detector",
+                    info="MTCNN (a cascade of three small CNNs) or YuNet (one CNN): used at the next detection.",
+                )
                 go = gr.Button("Detect and recognize", variant="primary", elem_id="analyse")
                 gallery = gr.Examples(
                     [[str(p)] for p in examples], inputs=[photo], api_visibility="private", elem_id="examples",
@@ -152,11 +157,11 @@ def _detect_tab(h: Handlers, examples: Sequence[Path]) -> DetectTab:
         # Per browser session; dropped after 15 minutes so that photos and names do not linger in memory.
         shown = gr.State(None, time_to_live=900)
         outputs = [detection_image, recognition_image, table, summary, shown]
-        go.click(h.analyse, [photo, threshold, blur], outputs, **MODEL_EVENTS, **UI_ONLY)
+        go.click(h.analyse, [photo, threshold, blur, detector], outputs, **MODEL_EVENTS, **UI_ONLY)
         for control in (threshold, blur):
             control.change(h.redecide, [shown, threshold, blur], outputs, trigger_mode="always_last", **UI_ONLY)
         if gallery is not None:
-            gallery.load_input_event.then(h.analyse, [photo, threshold, blur], outputs, **MODEL_EVENTS, **UI_ONLY)
+            gallery.load_input_event.then(h.analyse, [photo, threshold, blur, detector], outputs, **MODEL_EVENTS, **UI_ONLY)
     return DetectTab(shown, threshold, blur, outputs)
 
 
