@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from facedemo.alignment import align
-from facedemo.detection import DEFAULT_DETECTOR, Detector, detector_name
+from facedemo.detection import DEFAULT_DETECTOR, DETECTORS, Detector, detector_name
 from facedemo.embedding import Embedder, ModelUnavailable, model_spec
 from facedemo.matching import Gallery, Rule, checked_threshold, decide, nearest
 from facedemo.quality import assess
@@ -95,9 +95,10 @@ class Pipeline:
         return available
 
     def warm_up(self, model_ids: list[str] | None = None) -> None:
-        """Load the detector and the given embedding models (default: the active one) and run each
+        """Load the detectors and the given embedding models (default: the active one) and run each
         once, so that the first request is as fast as the rest."""
-        self.detect(np.full((160, 160, 3), 128, dtype=np.uint8))
+        for name in [self.detector_id] + [d for d in DETECTORS if d != self.detector_id]:
+            self.detect(np.full((160, 160, 3), 128, dtype=np.uint8), name)
         for model_id in model_ids or [self.model_id]:
             spec = model_spec(model_id)
             self.embedder(model_id).embed(np.zeros((1, spec.chip_size, spec.chip_size, 3), np.uint8))
