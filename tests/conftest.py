@@ -38,9 +38,15 @@ def faces_pd() -> Path:
     return FACES_PD
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """One intra-op thread while a module runs: on 2 shared cores, more threads spin against each other."""
+    """One torch intra-op thread in the test process (a test may set another and restore it).
+
+    On 2 cores shared with other work, torch's second thread spins waiting for a core that is
+    busy: with one other busy process, detection and embedding ran 2.5-3.5 times slower on 2
+    threads than on 1, and up to 50 times slower under heavier load; on an idle machine 2 threads
+    gain only ~20%. The app (`python app.py` in the end-to-end tests) keeps its own setting.
+    """
     import torch
 
     before = torch.get_num_threads()

@@ -29,8 +29,6 @@ from tests.hostile import MAX_BYTES, MAX_FACES, MAX_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def load_within_limits(data: bytes) -> np.ndarray:
     return load(data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
@@ -220,7 +218,7 @@ def write_corpus(directory: Path, names) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def cli_results(tmp_path_factory, pipelines, one_torch_thread) -> dict[str, command_line.Ran]:
+def cli_results(tmp_path_factory, pipelines) -> dict[str, command_line.Ran]:
     """name -> what `python -m facedemo detect FILE` gives for each file of the corpus (in this process:
     an exception escaping the CLI shows as a traceback on stderr, as a user would see it)."""
     directory = tmp_path_factory.mktemp("corpus")

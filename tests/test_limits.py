@@ -5,13 +5,11 @@ import pytest
 
 from facedemo.app.config import Config
 from facedemo.app.service import EnrolmentError, FaceDemo
-from privacy.keys import generate_master_key
 from privacy import VaultError
+from privacy.keys import generate_master_key
 from privacy.vault import NAME_MAX_CHARS
 from tests import hostile
 from tests.app_server import ADMIN_TOKEN as ADMIN
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()

@@ -54,10 +54,9 @@ def test_baseline_on_faces_pd_gives_the_same_report_every_run_whatever_torch_thr
     # pinned one thread, its landmarks, chips and so the trained network differed between the two.
     torch_threads(2)
     first = evaluate_seed_cnn(pipeline, faces_pd)
+    assert torch.get_num_threads() == 2  # the caller's setting is given back
     torch_threads(1)
-    second = evaluate_seed_cnn(pipeline, faces_pd)
-    assert second == first
-    assert torch.get_num_threads() == 1  # the caller's setting is given back
+    assert evaluate_seed_cnn(pipeline, faces_pd) == first
 
 
 @pytest.mark.slow
@@ -86,6 +85,7 @@ def cli_run(tmp_path_factory, pipelines, astronaut, grace_hopper):
     return result.out, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_cli_baseline_flag_prints_the_baseline_line(cli_run):
     stdout, _ = cli_run
     line = next(line for line in stdout.splitlines() if line.startswith("seed_cnn"))
@@ -93,6 +93,7 @@ def test_cli_baseline_flag_prints_the_baseline_line(cli_run):
     assert "top-1 on the same probes:" in stdout
 
 
+@pytest.mark.slow
 def test_cli_baseline_flag_adds_the_baseline_to_the_json_report(cli_run):
     _, report = cli_run
     assert report["baseline"]["model"] == "seed_cnn"
