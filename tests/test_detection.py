@@ -108,6 +108,7 @@ def test_face_filling_the_frame_gets_landmarks_like_the_uncropped_photo(pipeline
     assert np.abs(shifted - np.array(full.landmarks)).max() < 0.1 * eye_distance
 
 
+@pytest.mark.slow  # a whole photo set through the detector
 def test_lfw_subset_faces_are_found_when_upscaled(pipeline):
     from skimage import data
 
@@ -134,6 +135,7 @@ def test_every_face_facenet_pytorch_finds_on_the_test_photos_is_found_in_the_sam
         assert all(best_iou(box, ours) > 0.7 for box, _ in theirs), name
 
 
+@pytest.mark.slow  # a whole photo set through the detector
 def test_group_photos_keep_every_labelled_face_facenet_pytorch_finds(pipeline, facenet_defaults, faces_pd):
     """Full size (1280 px wide) and shrunk to 500 px wide, like the 500 x 375 group photo in which
     facenet-pytorch's defaults missed a clear 37-pixel face. Only faces the labels say are faces:
@@ -261,6 +263,7 @@ def evaluation_sets(faces_pd):
     return evaluation_sets(faces_pd)
 
 
+@pytest.mark.slow  # a whole photo set through the detector
 @pytest.mark.parametrize("detector", ["mtcnn", "yunet"])
 def test_labelled_faces_are_found_without_false_faces(pipeline, evaluation_sets, detector):
     from facedemo.tools.detection_eval import measure
