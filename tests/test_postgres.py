@@ -22,7 +22,7 @@ from privacy import pg_store
 from privacy.keys import MasterKeyError, generate_master_key
 from privacy.transfer import migrate_sqlite_vault
 from privacy.vault import Vault, VaultError
-from tests import postgres_server
+from tests import command_line, postgres_server
 from tests.privacy_helpers import PgRaw, nearest_subject_probe, no_probe, random_templates
 
 MODEL = "test_model"
@@ -62,6 +62,7 @@ def own_server():
 # ---------------------------------------------------------------------------------- bad conditions
 
 
+@pytest.mark.slow  # starts and stops a PostgreSQL server of its own
 def test_database_down_at_start_up_is_refused_with_where_and_what_to_do(tmp_path, own_server):
     url = own_server.new_database()
     own_server.stop()
@@ -210,6 +211,7 @@ def test_vault_of_a_newer_schema_is_refused_and_left_alone(tmp_path, pg_url):
     assert dump_tables(pg_url) == before
 
 
+@pytest.mark.slow  # three Python processes
 def test_several_processes_creating_the_vault_at_once_make_one_vault(tmp_path, pg_url):
     script = (
         "import sys\nfrom privacy.vault import Vault\n"
@@ -349,18 +351,16 @@ def test_migrate_vault_command_copies_and_prints_the_counts(tmp_path, pg_url):
     with Vault.open(tmp_path, master_key=KEY) as old:
         for i in range(3):
             old.enroll(f"Person {i}", {MODEL: random_templates(i)}, "v1", True)
-    env = {**os.environ, "FACEDEMO_MASTER_KEY": KEY}
-    env.pop("FACEDEMO_DATABASE_URL", None)
+    env = {"FACEDEMO_MASTER_KEY": KEY, "FACEDEMO_DATABASE_URL": None}
 
-    def migrate() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "facedemo", "migrate-vault", "--to", pg_url, "--data-dir",
-                               str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    def migrate() -> command_line.Ran:  # `python -m facedemo migrate-vault`, in this process
+        return command_line.run(["migrate-vault", "--to", pg_url, "--data-dir", tmp_path], env=env)
 
     done = migrate()
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["copied"]["subjects"] == 3
-    assert "delete" in done.stderr and "vault.sqlite3" in done.stderr
+    assert done.code == 0, done.err
+    assert json.loads(done.out)["copied"]["subjects"] == 3
+    assert "delete" in done.err and "vault.sqlite3" in done.err
     again = migrate()
-    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "already holds a vault" in again.stderr
+    assert again.code == 1 and again.err.count("\n") == 1 and "already holds a vault" in again.err
     with open_vault(tmp_path, pg_url) as new:
         assert len(new.subjects(MODEL)) == 3
