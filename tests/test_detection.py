@@ -412,3 +412,44 @@ def test_facedemo_detector_setting_chooses_the_default_detector():
     assert Config.from_env({"FACEDEMO_DETECTOR": "yunet"}).pipeline().detector_id == "yunet"
     with pytest.raises(ConfigError, match="FACEDEMO_DETECTOR: unknown detector 'haar': choose one of mtcnn, yunet"):
         Config.from_env({"FACEDEMO_DETECTOR": "haar"}).pipeline()
+
+
+def test_pyramid_levels_are_the_same_resampled_on_one_thread_or_several():
+    from facedemo.tools.bench import sample_photos
+
+    photo = sample_photos()["1080p"]
+    cascade = mtcnn.Cascade()
+    sizes = cascade.pyramid(1920, 1080, 21.6)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = mtcnn.Pyramid(photo, sizes)
+        torch.set_num_threads(2)
+        shared = mtcnn.Pyramid(photo, sizes)
+    finally:
+        torch.set_num_threads(before)
+    assert len(alone.levels) == len(shared.levels) == len(sizes)
+    for a, b in zip(alone.levels, shared.levels):
+        assert torch.equal(a.pixels, b.pixels) and a.scale == b.scale
+
+
+def test_bench_counts_pnets_multiply_adds_as_its_layers_compute_them():
+    """pnet_analysis's count (2.28 GMAC at 1080p) against hooks on facenet-pytorch's P-net itself."""
+    from facedemo.tools.bench import pnet_analysis
+
+    cascade = mtcnn.Cascade()
+    counted = {"n": 0}
+
+    def count(layer, inputs, output):
+        counted["n"] += output.numel() // output.shape[0] * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1] // layer.groups
+
+    net = cascade.pnet
+    hooks = [m.register_forward_hook(count) for m in (net.conv1, net.conv2, net.conv3, net.conv4_1, net.conv4_2)]
+    with torch.inference_mode():
+        for width, height in cascade.pyramid(1920, 1080, 21.6):
+            net(torch.zeros(1, 3, height, width))
+    for hook in hooks:
+        hook.remove()
+    figures = pnet_analysis(repeat=1)
+    assert figures["gmac"] == round(counted["n"] / 1e9, 3) == pytest.approx(2.276, abs=0.001)
+    assert figures["levels"] == 12 and figures["first_level"] == [1067, 600]

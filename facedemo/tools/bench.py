@@ -1,4 +1,5 @@
-"""Speed benchmark: detection (ours vs facenet-pytorch defaults), embedding, end to end, identification.
+"""Speed benchmark: detection (both detectors vs facenet-pytorch defaults), embedding, end to end
+(vs facenet-pytorch's MTCNN + InceptionResnetV1), identification, memory, and where P-net's time goes.
 
 Figures are medians of repeated runs in one process on the same synthetic photos, so ratios
 between them are fair even on a busy machine. Photos are built from images shipped with
@@ -6,9 +7,12 @@ installed packages (scikit-image's astronaut, matplotlib's Grace Hopper): nothin
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,45 +36,54 @@ def _median_ms(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
     return round(statistics.median(times), 2)
 
 
-def _interleaved_ms(ours: Callable[[], object], theirs: Callable[[], object], repeat: int) -> tuple[float, float, float]:
-    """Medians of alternating runs: (ours ms, theirs ms, median of the per-pair ratios theirs/ours).
-
-    Alternating keeps a busy neighbour from favouring whichever ran in a quiet moment.
-    """
-    ours(), theirs()
-    a, b = [], []
-    for _ in range(repeat):
-        for fn, out in ((ours, a), (theirs, b)):
-            start = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - start) * 1000.0)
-    ratios = [y / x for x, y in zip(a, b)]
-    return round(statistics.median(a), 2), round(statistics.median(b), 2), round(statistics.median(ratios), 2)
+FACES_PD = Path(__file__).resolve().parents[2] / "tests" / "data" / "faces-pd"
+# Where the faces are in the two package photos (tests/data/faces-pd/LABELS.json labels the same
+# pictures: collins_nasa_portrait_a.jpg and hopper_us_navy_portrait.jpg).
+ASTRONAUT_FACE = (179, 62, 268, 175)
+HOPPER_FACE = (178, 118, 352, 334)
 
 
 def sample_photos() -> dict[str, np.ndarray]:
     """'512': the astronaut photo; '1080p': 1920 x 1080 with 8 faces of varied size; plus the
     group photos of tests/data/faces-pd/_groups when that folder is present."""
+    return {name: photo for name, (photo, _) in labelled_sample_photos().items()}
+
+
+def labelled_sample_photos() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """sample_photos() with each photo's face boxes (K x 4 edges, pixels): every face in it."""
     from facedemo.app import examples
 
     astronaut, hopper = examples.astronaut(), examples.grace_hopper()
     canvas = Image.new("RGB", (1920, 1080), (90, 110, 130))
     sizes = [420, 380, 340, 300, 260, 230, 200, 180]
+    faces = []
     x = 10
     for i, height in enumerate(sizes):
-        source = Image.fromarray(astronaut if i % 2 == 0 else hopper)
-        tile = source.resize((int(source.width * height / source.height), height))
+        source, face = (astronaut, ASTRONAUT_FACE) if i % 2 == 0 else (hopper, HOPPER_FACE)
+        tile = Image.fromarray(source).resize((int(source.shape[1] * height / source.shape[0]), height))
         y = 60 if i < 4 else 600
         if i == 4:
             x = 10
         canvas.paste(tile, (x, y))
+        scale = np.array([tile.width / source.shape[1], tile.height / source.shape[0]] * 2)
+        faces.append(np.asarray(face) * scale + [x, y, x, y])
         x += tile.width + 20
-    photos = {"512": astronaut, "1080p": np.asarray(canvas)}
-    groups = Path(__file__).resolve().parents[2] / "tests" / "data" / "faces-pd" / "_groups"
-    if groups.is_dir():
-        for path in sorted(groups.glob("*.jpg")):
-            photos[path.stem] = np.asarray(Image.open(path).convert("RGB"))
+    photos = {"512": (astronaut, np.array([ASTRONAUT_FACE], float)), "1080p": (np.asarray(canvas), np.array(faces))}
+    if (FACES_PD / "LABELS.json").is_file():
+        labels = json.loads((FACES_PD / "LABELS.json").read_text())["photos"]
+        for path in sorted((FACES_PD / "_groups").glob("*.jpg")):
+            boxes = np.asarray(labels[f"_groups/{path.name}"]["faces"], float)
+            photos[path.stem] = (np.asarray(Image.open(path).convert("RGB")), boxes)
     return photos
+
+
+def _false_faces(found_boxes, labels: np.ndarray) -> int:
+    """Detections that overlap no labelled face by IoU >= 0.4 (facedemo.tools.detection_eval's rule)."""
+    from facedemo.results import Face
+    from facedemo.tools.detection_eval import LabelledPhoto, match
+
+    faces = [Face(box=tuple(float(v) for v in box), score=1.0, landmarks=((0.0, 0.0),) * 5) for box in found_boxes]
+    return len(match(faces, LabelledPhoto("", np.zeros((1, 1, 3), np.uint8), labels, np.zeros((0, 4)))).false)
 
 
 def synthetic_gallery(
@@ -127,33 +140,225 @@ def vault_figures(sizes: tuple[int, ...] = (1000, 10000), templates_per_subject:
     return figures
 
 
-def run(pipeline, repeat: int = 5, vault: bool = True) -> dict:
-    """All benchmark figures as one JSON-able dict (milliseconds unless a key says otherwise)."""
-    import torch
-    from facenet_pytorch import MTCNN
+def _interleaved_many(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+    """Each function's times (ms) over `repeat` rounds, the functions taking turns in every round."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return times
 
-    photos = sample_photos()
+
+def _pair_ratio(theirs: list[float], ours: list[float]) -> float:
+    """Median of the per-round ratios theirs / ours."""
+    return round(statistics.median([t / o for t, o in zip(theirs, ours)]), 2)
+
+
+def hardware() -> dict:
+    """The CPU as Linux describes it (lscpu's first lines), the cores and torch's threads."""
+    import torch
+
+    info = {"machine": platform.machine(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    info.update({
+        "model": fields.get("model name", "unknown"),
+        "mhz": fields.get("cpu MHz"),
+        "cpu_family": fields.get("cpu family"),
+        "vector": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile") if f in flags],
+    })
+    return info
+
+
+def pnet_analysis(repeat: int = 7) -> dict:
+    """Where MTCNN's first stage spends its time at 1080p, and how far that is from this CPU's limit.
+
+    Counts P-net's multiply-adds over the pyramid a 1920 x 1080 photo gets (faces down to 21.6 px),
+    layer by layer; times each of the first level's convolutions alone, as the cascade runs them
+    (channels-last weights, planar input), which is what this CPU sustains on convolutions of that
+    shape; and times P-net over the whole pyramid as the cascade runs it (in strips). `limit_ms` is
+    the time the multiply-adds would take at those sustained rates; `ratio` = pnet_ms / limit_ms.
+    `conv_64x64_gflops` is a well-shaped convolution's rate (64 -> 64 channels, 3 x 3) for scale.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from models import mtcnn
+
+    cascade = mtcnn.Cascade()
+    sizes = cascade.pyramid(1920, 1080, 0.02 * 1080)
+    layers = {"conv1": (3, 10, 3), "conv2": (10, 16, 3), "conv3": (16, 32, 3), "heads": (32, 6, 1)}
+    macs = dict.fromkeys(layers, 0)
+    for width, height in sizes:
+        h1, w1 = height - 2, width - 2  # conv1 3 x 3, no padding
+        h2, w2 = -(-h1 // 2), -(-w1 // 2)  # 2 x 2 max-pool, ceil mode
+        h3, w3 = h2 - 2, w2 - 2
+        h4, w4 = h3 - 2, w3 - 2
+        for name, (cin, cout, k), (h, w) in zip(layers, layers.values(), ((h1, w1), (h3, w3), (h4, w4), (h4, w4))):
+            macs[name] += h * w * cout * cin * k * k
+    net, runner = cascade.pnet, cascade._pnet
+    pyramid = mtcnn.Pyramid(np.zeros((1080, 1920, 3), np.uint8), sizes)
+    first = pyramid.levels[0].pixels
+    out: dict = {"levels": len(sizes), "first_level": list(sizes[0]), "layers": {}}
+    limit_ms = 0.0
+    with torch.inference_mode():
+        x1 = net.prelu1(net.conv1(first))
+        x2 = F.max_pool2d(x1, 2, ceil_mode=True)
+        x3 = net.prelu2(net.conv2(x2))
+        x4 = net.prelu3(net.conv3(x3))
+        inputs = {"conv1": (net.conv1, first), "conv2": (net.conv2, x2), "conv3": (net.conv3, x3),
+                  "heads": (lambda t: F.conv2d(t, runner.heads_weight, runner.heads_bias), x4)}
+        for name, (layer, tensor) in inputs.items():
+            ms = _median_ms(lambda layer=layer, tensor=tensor: layer(tensor), repeat)
+            level_macs = tensor.shape[2] * tensor.shape[3] * layers[name][1] * layers[name][0] * layers[name][2] ** 2
+            gflops = 2 * level_macs / (ms / 1000) / 1e9
+            out["layers"][name] = {"gmac": round(macs[name] / 1e9, 3), "first_level_ms": ms, "gflops": round(gflops, 1)}
+            limit_ms += 2 * macs[name] / (gflops * 1e9) * 1000
+        pnet_ms = _median_ms(lambda: [mtcnn._pnet_in_strips(runner, level.pixels) for level in pyramid.levels], repeat)
+        x = torch.randn(1, 64, 128, 128).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(64, 64, 3, 3).contiguous(memory_format=torch.channels_last)
+        conv_ms = _median_ms(lambda: F.conv2d(x, w, padding=1), repeat)
+    total = sum(macs.values())
+    out.update({
+        "gmac": round(total / 1e9, 3),
+        "pnet_ms": pnet_ms,
+        "pnet_gflops": round(2 * total / (pnet_ms / 1000) / 1e9, 1),
+        "limit_ms": round(limit_ms, 2),
+        "ratio": round(pnet_ms / limit_ms, 2),
+        "conv_64x64_gflops": round(2 * 64 * 64 * 9 * 128 * 128 / (conv_ms / 1000) / 1e9, 1),
+    })
+    return out
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now (Linux /proc), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def varied_photos(count: int = 100) -> list[np.ndarray]:
+    """`count` different photos: the sample and faces-pd photos, each rescaled, cropped or mirrored."""
+    from facedemo.images import load
+
+    sources = list(sample_photos().values())
+    sources += [load(path) for path in sorted(FACES_PD.glob("*/*.jpg"))]
+    rng = np.random.default_rng(100)
+    photos = []
+    for i in range(count):
+        photo = Image.fromarray(sources[i % len(sources)])
+        scale = rng.uniform(0.5, 1.2)
+        photo = photo.resize((max(64, round(photo.width * scale)), max(64, round(photo.height * scale))))
+        left, top = (round(rng.uniform(0, 0.1) * side) for side in photo.size)
+        photo = photo.crop((left, top, photo.width, photo.height))
+        photos.append(np.asarray(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i % 2 else photo))
+    return photos
+
+
+def _memory_child(detector: str, analyses: int) -> dict:
+    """In a fresh process: RSS after loading and warming up as the app does, and after `analyses`
+    analyses of different photos against 100 enrolled people, with `detector`."""
+    from facedemo.app.runtime import tune_allocator
+    from facedemo.pipeline import Pipeline
+
+    tune_allocator()  # as app.py and the CLI do
+    photos = varied_photos(analyses)
+    pipeline = Pipeline(detector=detector)
+    gallery = synthetic_gallery(100, model_id=pipeline.model_id)
+    pipeline.warm_up()
+    pipeline.analyse(photos[0], gallery)
+    warm = _rss_mb()
+    faces = sum(len(pipeline.analyse(photo, gallery).faces) for photo in photos)
+    return {"after_warm_up_mb": warm, f"after_{analyses}_analyses_mb": _rss_mb(), "faces_analysed": faces}
+
+
+def memory_figures(detectors: tuple[str, ...] | None = None, analyses: int = 100) -> dict:
+    """`_memory_child` for each detector, each in its own process (RSS is per process)."""
+    from facedemo.detection import DETECTORS
+
+    figures = {}
+    for detector in detectors or DETECTORS:
+        code = f"import json; from facedemo.tools.bench import _memory_child; print(json.dumps(_memory_child({detector!r}, {analyses})))"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                              cwd=Path(__file__).resolve().parents[2])
+        try:
+            figures[detector] = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            figures[detector] = {"error": done.stderr.strip().splitlines()[-1:] or ["no output"]}
+    return figures
+
+
+def run(pipeline, repeat: int = 5, vault: bool = True, memory: bool = True) -> dict:
+    """All benchmark figures as one JSON-able dict (milliseconds unless a key says otherwise).
+
+    The peer pipeline is facenet-pytorch's `MTCNN()` with its defaults, and for end to end its
+    `InceptionResnetV1` on the faces it finds. That network's weights are downloaded at run time,
+    which we never do, so it runs with its architecture and random weights
+    (`InceptionResnetV1(pretrained=None)`): the same computation, meaningless embeddings.
+    """
+    import torch
+    from facenet_pytorch import MTCNN, InceptionResnetV1
+
+    from facedemo.detection import DETECTORS
+
+    photos = labelled_sample_photos()
     baseline = MTCNN(keep_all=True, device="cpu")
+    peer_embedder = InceptionResnetV1(pretrained=None).eval()
     result: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or 'unknown CPU'}",
+        "hardware": hardware(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "detector": pipeline.detector_id,
         "detect_ms": {},
         "baseline_detect_ms": {},
         "detect_speedup": {},
         "faces_found": {},
         "baseline_faces_found": {},
+        "false_detections": {},
+        "baseline_false_detections": {},
+        "detectors": {name: {"detect_ms": {}, "detect_speedup": {}, "faces_found": {}, "false_detections": {}}
+                      for name in DETECTORS},
         "embed_ms_per_face": {},
         "end_to_end_ms": {},
+        "baseline_end_to_end_ms": {},
+        "end_to_end_ratio": {},
+        "baseline_note": "facenet-pytorch MTCNN() defaults; end to end adds InceptionResnetV1(pretrained=None) "
+                         "on its faces: random weights, as its weights download at run time",
         "identify_ms": {},
     }
-    for name, photo in photos.items():
+    for name, (photo, labels) in photos.items():
         pil = Image.fromarray(photo)
-        ours, theirs, ratio = _interleaved_ms(lambda: pipeline.detect(photo), lambda: baseline.detect(pil), repeat)
-        result["detect_ms"][name], result["baseline_detect_ms"][name], result["detect_speedup"][name] = ours, theirs, ratio
-        result["faces_found"][name] = len(pipeline.detect(photo))
+        fns = {d: (lambda d=d: pipeline.detect(photo, d)) for d in DETECTORS}
+        fns["baseline"] = lambda: baseline.detect(pil)
+        times = _interleaved_many(fns, repeat)
+        theirs = times["baseline"]
         boxes, _ = baseline.detect(pil)
-        result["baseline_faces_found"][name] = 0 if boxes is None else len(boxes)
+        boxes = [] if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        result["baseline_detect_ms"][name] = round(statistics.median(theirs), 2)
+        result["baseline_faces_found"][name] = len(boxes)
+        result["baseline_false_detections"][name] = _false_faces(boxes, labels)
+        for d in DETECTORS:
+            found = pipeline.detect(photo, d)
+            figures = result["detectors"][d]
+            figures["detect_ms"][name] = round(statistics.median(times[d]), 2)
+            figures["detect_speedup"][name] = _pair_ratio(theirs, times[d])
+            figures["faces_found"][name] = len(found)
+            figures["false_detections"][name] = _false_faces([f.box for f in found], labels)
+        chosen = result["detectors"][pipeline.detector_id]
+        for key in ("detect_ms", "detect_speedup", "faces_found", "false_detections"):
+            result[key][name] = chosen[key][name]
+    result["labelled_faces"] = {name: len(labels) for name, (_, labels) in photos.items()}
     for model_id in MODELS:
         try:
             embedder = pipeline.embedder(model_id)
@@ -166,10 +371,29 @@ def run(pipeline, repeat: int = 5, vault: bool = True) -> dict:
             "batch1": _median_ms(lambda: embedder.embed(chips[:1]), repeat * 4),
             "batch8": round(_median_ms(lambda: embedder.embed(chips), repeat) / 8, 2),
         }
-    photo = photos["1080p"]
+    photo = photos["1080p"][0]
+    pil = Image.fromarray(photo)
     spec = model_spec(pipeline.model_id)
     gallery = synthetic_gallery(100, model_id=pipeline.model_id)
-    result["end_to_end_ms"]["1080p_8faces"] = _median_ms(lambda: pipeline.analyse(photo, gallery), repeat)
+
+    def peer() -> object:
+        with torch.inference_mode():
+            faces = baseline(pil)  # the detected faces, cropped to 160 x 160
+            return None if faces is None else peer_embedder(faces)
+
+    fns = {d: (lambda d=d: pipeline.analyse(photo, gallery, detector=d)) for d in DETECTORS}
+    fns["baseline"] = peer
+    times = _interleaved_many(fns, repeat)
+    result["baseline_end_to_end_ms"]["1080p_8faces"] = round(statistics.median(times["baseline"]), 2)
+    for d in DETECTORS:
+        result["detectors"][d]["end_to_end_ms"] = {"1080p_8faces": round(statistics.median(times[d]), 2)}
+        # ours / theirs: the goal is <= 0.4
+        result["detectors"][d]["end_to_end_ratio"] = {
+            "1080p_8faces": round(statistics.median([o / t for o, t in zip(times[d], times["baseline"])]), 2)
+        }
+    result["end_to_end_ms"]["1080p_8faces"] = result["detectors"][pipeline.detector_id]["end_to_end_ms"]["1080p_8faces"]
+    result["end_to_end_ratio"]["1080p_8faces"] = result["detectors"][pipeline.detector_id]["end_to_end_ratio"]["1080p_8faces"]
+    result["pnet"] = pnet_analysis(repeat)
     probes = synthetic_gallery(8, seed=1).templates
     for size in (1000, 10000, 100000):
         big = synthetic_gallery(size, seed=2, model_id=pipeline.model_id)
@@ -177,6 +401,8 @@ def run(pipeline, repeat: int = 5, vault: bool = True) -> dict:
             lambda: decide(nearest(probes, big, spec), pipeline.threshold), repeat * 2
         )
     result["identify_probes"] = len(probes)
+    if memory:
+        result["memory_rss"] = memory_figures()
     if vault:
         result["vault"] = vault_figures()
     return result
