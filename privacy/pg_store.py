@@ -278,14 +278,6 @@ def apply_migrations(conn: psycopg.Connection, current: int, target: int = SCHEM
     return applied
 
 
-def _template_row(record_id: str, model_id: str, row_index: int, dim: int, ct: bytes) -> TemplateRow:
-    return TemplateRow(record_id, model_id, row_index, dim, bytes(ct))
-
-
-def _audit_row(seq: int, at: str, event: str, fields: str, mac: bytes) -> AuditRow:
-    return AuditRow(seq, at, event, fields, bytes(mac))
-
-
 _AUDIT_COLUMNS = "SELECT seq, at, event, fields, mac FROM audit"
 
 
@@ -597,7 +589,7 @@ class PgStore:
         record_ct, created, expires, wrapped = row
         return SealedSubject(
             subject_id, bytes(record_ct), created, expires, None if wrapped is None else bytes(wrapped),
-            tuple(_template_row(*t) for t in templates),
+            tuple(TemplateRow.from_db(*t) for t in templates),
         )
 
     def read_subjects(self) -> list[SealedSubject]:
@@ -612,7 +604,7 @@ class PgStore:
             for subject_id, *row in cursor.execute(
                 "SELECT subject_id, record_id, model_id, row_index, dim, ct FROM templates"
             ):
-                rows_of[subject_id].append(_template_row(*row))
+                rows_of[subject_id].append(TemplateRow.from_db(*row))
         return [
             SealedSubject(
                 subject_id, bytes(record_ct), created, expires, None if wrapped is None else bytes(wrapped),
@@ -726,11 +718,11 @@ class PgStore:
                 rows = cursor.execute(f"{_AUDIT_COLUMNS} ORDER BY seq").fetchall()
             else:
                 rows = cursor.execute(f"{_AUDIT_COLUMNS} WHERE seq > %s ORDER BY seq", (after_seq,)).fetchall()
-        return [_audit_row(*row) for row in rows]
+        return [AuditRow.from_db(*row) for row in rows]
 
     def audit_row(self, seq: int) -> AuditRow | None:
         row = self._conn.execute(f"{_AUDIT_COLUMNS} WHERE seq = %s", (seq,)).fetchone()
-        return _audit_row(*row) if row is not None else None
+        return AuditRow.from_db(*row) if row is not None else None
 
     def audit_extent(self) -> tuple[int, int]:
         count, last = self._conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM audit").fetchone()

@@ -80,6 +80,11 @@ class TemplateRow:
     dim: int
     ciphertext: bytes = field(repr=False)
 
+    @classmethod
+    def from_db(cls, record_id: str, model_id: str, row_index: int, dim: int, ciphertext) -> TemplateRow:
+        """From a database row; the driver's binary type (memoryview, bytes) becomes bytes."""
+        return cls(record_id, model_id, row_index, dim, bytes(ciphertext))
+
 
 @dataclass(frozen=True)
 class SealedSubject:
@@ -141,6 +146,11 @@ class AuditRow:
     event: str
     fields: str
     mac: bytes
+
+    @classmethod
+    def from_db(cls, seq: int, at: str, event: str, fields: str, mac) -> AuditRow:
+        """From a database row; the driver's binary type (memoryview, bytes) becomes bytes."""
+        return cls(seq, at, event, fields, bytes(mac))
 
 
 class Storage(Protocol):

@@ -151,14 +151,6 @@ def error_message(exc: BaseException) -> str:
     return f"vault database error: {text}"
 
 
-def _template_row(record_id: str, model_id: str, row_index: int, dim: int, ct: bytes) -> TemplateRow:
-    return TemplateRow(record_id, model_id, row_index, dim, bytes(ct))
-
-
-def _audit_row(seq: int, at: str, event: str, fields: str, mac: bytes) -> AuditRow:
-    return AuditRow(seq, at, event, fields, bytes(mac))
-
-
 _AUDIT_COLUMNS = "SELECT seq, at, event, fields, mac FROM audit"
 
 
@@ -347,7 +339,7 @@ class SqliteStore:
         record_ct, created, expires, wrapped = row
         return SealedSubject(
             subject_id, bytes(record_ct), created, expires, None if wrapped is None else bytes(wrapped),
-            tuple(_template_row(*t) for t in templates),
+            tuple(TemplateRow.from_db(*t) for t in templates),
         )
 
     def read_subjects(self) -> list[SealedSubject]:
@@ -358,7 +350,7 @@ class SqliteStore:
         ).fetchall()
         rows_of: dict[str, list[TemplateRow]] = defaultdict(list)
         for subject_id, *row in conn.execute("SELECT subject_id, record_id, model_id, row_index, dim, ct FROM templates"):
-            rows_of[subject_id].append(_template_row(*row))
+            rows_of[subject_id].append(TemplateRow.from_db(*row))
         return [
             SealedSubject(
                 subject_id, bytes(record_ct), created, expires, None if wrapped is None else bytes(wrapped),
@@ -453,11 +445,11 @@ class SqliteStore:
             rows = self._conn.execute(f"{_AUDIT_COLUMNS} ORDER BY seq")
         else:
             rows = self._conn.execute(f"{_AUDIT_COLUMNS} WHERE seq > ? ORDER BY seq", (after_seq,))
-        return [_audit_row(*row) for row in rows]
+        return [AuditRow.from_db(*row) for row in rows]
 
     def audit_row(self, seq: int) -> AuditRow | None:
         row = self._conn.execute(f"{_AUDIT_COLUMNS} WHERE seq = ?", (seq,)).fetchone()
-        return _audit_row(*row) if row is not None else None
+        return AuditRow.from_db(*row) if row is not None else None
 
     def audit_extent(self) -> tuple[int, int]:
         count, last = self._conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM audit").fetchone()

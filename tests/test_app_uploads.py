@@ -165,7 +165,7 @@ def test_the_photos_of_a_refused_enrolment_are_deleted_when_it_ends(app, folder,
 
 def test_everything_the_app_writes_is_for_its_own_user_only(app, folder, photo):
     path = uploaded(app.url, "grace.jpg", photo.read_bytes())
-    message = call(app.url, "analyse", [file_data(path), None, False])  # the page's own event: draws two images
+    message = call(app.url, "analyse", [file_data(path), None, False, "mtcnn"])  # the page's own event: draws two images
     assert message["success"], message
     images = [Path(item["path"]) for item in message["output"]["data"][:2]]
     assert all(p.is_relative_to(folder) and p.exists() for p in images)
@@ -192,7 +192,7 @@ def test_another_local_user_cannot_list_or_read_the_upload_folder(app, folder, t
 
 def test_example_photos_stay_after_a_request_uses_them(app, folder):
     example = next(folder.rglob("astronaut.jpg"))
-    message = call(app.url, "analyse", [file_data(str(example)), None, False])
+    message = call(app.url, "analyse", [file_data(str(example)), None, False, "mtcnn"])
     assert message["success"], message
     assert example.exists() and served(app.url, str(example)) == 200
 
