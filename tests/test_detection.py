@@ -198,9 +198,32 @@ def test_pnet_runner_in_strips_gives_facenet_pytorchs_pnet_maps(height, width):
     pixels = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height * width))
     with torch.inference_mode():
         offsets, probs = cascade.pnet(pixels)  # facenet-pytorch's own forward, in one pass
-        strip_offsets, face = mtcnn._pnet_in_strips(mtcnn.PNetRunner(cascade.pnet), pixels)
-    torch.testing.assert_close(strip_offsets, offsets, atol=1e-5, rtol=1e-5)
+        face, cells, cell_offsets = mtcnn._pnet_in_strips(mtcnn.PNetRunner(cascade.pnet), pixels, 0.3)
     torch.testing.assert_close(face, probs[0, 1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cells, torch.nonzero(face.flatten() >= 0.3).flatten())
+    torch.testing.assert_close(cell_offsets, offsets[0].flatten(1).T[cells], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("count", [1, 7, 130])
+def test_r_and_o_net_runners_give_facenet_pytorchs_outputs(count):
+    cascade = mtcnn.Cascade()
+    generator = torch.Generator().manual_seed(count)
+    small, large = torch.randn(count, 3, 24, 24, generator=generator), torch.randn(count, 3, 48, 48, generator=generator)
+    with torch.inference_mode():
+        r_offsets, r_probs = cascade.rnet(small)
+        o_offsets, o_points, o_probs = cascade.onet(large)
+        ours_r = mtcnn._batched(cascade._rnet, small, mtcnn.RNET_BATCH)
+        ours_o = mtcnn._batched(cascade._onet, large, mtcnn.ONET_BATCH)
+    for got, want in zip((*ours_r, *ours_o), (r_offsets, r_probs[:, 1], o_offsets, o_points, o_probs[:, 1])):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+@pytest.mark.parametrize("size", [4, 9, 10, 21, 22, 23, 46])
+def test_max_pool_as_maxima_is_torchs_ceil_mode_max_pool(kernel, size):
+    x = torch.randn(2, 5, size, size + 1).contiguous(memory_format=torch.channels_last)
+    want = torch.nn.functional.max_pool2d(x, kernel, 2, ceil_mode=True)
+    assert torch.equal(mtcnn._max_pool(x, kernel), want)
 
 
 def test_crops_read_the_photo_in_net_units_and_grey_outside_it():
@@ -248,10 +271,11 @@ def test_mtcnn_weights_are_checked_against_their_pinned_hash(monkeypatch):
 
 # Measured with facedemo.tools.detection_eval on the labelled photos (39 faces), the same 500 px
 # wide (faces of 22-58 px in the group photos) and the generated ones: (found, false) per set.
-# MTCNN misses the face lying sideways, and at 500 px three upside-down or half-hidden faces of
-# 22-25 px; YuNet misses more of those (models/MODEL_CARD.md).
+# MTCNN misses the face lying sideways and the blurred girl half hidden behind a raised arm (found
+# at 0.67 only when the pyramid starts at 19.5-20 px faces), and at 500 px three upside-down or
+# half-hidden faces of 22-25 px; YuNet misses more of those (models/MODEL_CARD.md).
 EXPECTED = {
-    "mtcnn": {"labelled": (38, 0), "shrunk": (35, 0), "generated": (54, 0)},
+    "mtcnn": {"labelled": (37, 0), "shrunk": (35, 0), "generated": (54, 0)},
     "yunet": {"labelled": (35, 0), "shrunk": (31, 0), "generated": (52, 0)},
 }
 
