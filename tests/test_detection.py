@@ -477,3 +477,19 @@ def test_bench_counts_pnets_multiply_adds_as_its_layers_compute_them():
     figures = pnet_analysis(repeat=1)
     assert figures["gmac"] == round(counted["n"] / 1e9, 3) == pytest.approx(2.276, abs=0.001)
     assert figures["levels"] == 12 and figures["first_level"] == [1067, 600]
+
+
+def test_detectors_report_compares_both_detectors_with_labels_or_without(pipeline, faces_pd, tmp_path):
+    """What `evaluate` adds to its report: recall and precision where the folder is labelled,
+    faces found and agreement where it is not."""
+    import shutil
+
+    from facedemo.tools.detection_eval import detectors_report
+
+    labelled = detectors_report(pipeline, faces_pd)
+    assert set(labelled) == {"labelled", "shrunk"} and set(labelled["labelled"]) == {"mtcnn", "yunet"}
+    assert labelled["labelled"]["mtcnn"]["faces"] == 39 and labelled["labelled"]["mtcnn"]["false"] == 0
+    for person in ("peggy_whitson", "kenneth_ham"):
+        shutil.copytree(faces_pd / person, tmp_path / person)
+    plain = detectors_report(pipeline, tmp_path)
+    assert plain["mtcnn"]["faces_found"] == plain["yunet"]["faces_found"] == plain["found_by_mtcnn_and_yunet"] == 4

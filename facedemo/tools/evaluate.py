@@ -340,6 +340,9 @@ def evaluate(
         **main,
         "models": per_model,
     }
+    from facedemo.tools.detection_eval import detectors_report  # both detectors side by side
+
+    report["detectors"] = detectors_report(pipeline, root)
     return report, curves
 
 
