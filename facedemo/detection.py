@@ -22,13 +22,13 @@ DEFAULT_DETECTOR = "mtcnn"
 
 # MTCNN's P-, R- and O-net thresholds. With YuNet's second opinion the last one applies to the mean
 # of O-net's and YuNet's scores for a doubtful box: 0.65 kept as many real faces as the mirror rule
-# at 0.7 (427 of 432 in detection_eval's sets and two harder generated ones) with 2 false faces
-# instead of 18; 0.7 lost 4 more real faces, 0.6 let one more false face through. P-net at 0.7
-# instead of MTCNN's 0.6 found the same 427 faces (and 96 of the 100 upscaled lfw_subset faces)
+# at 0.7 (427 of 432 in detection_eval's sets and a set of 60 faces at the border) with 2 false
+# faces instead of 18; 0.7 lost 4 more real faces, 0.6 let one more false face through. P-net at
+# 0.7 instead of MTCNN's 0.6 found the same 427 faces (and 96 of the 100 upscaled lfw_subset faces)
 # from a quarter fewer candidates: 1080p detection 92 -> 84 ms.
 THRESHOLDS = {"yunet": (0.7, 0.7, 0.65), "mirror": (0.6, 0.7, 0.7)}
-# YuNet's score threshold. OpenCV Zoo's 0.9 found 342 of the same 432 faces; 0.75 found 408 with
-# no false face, 0.7 found 416 with 15 false faces (one a hand of 114 px).
+# YuNet's score threshold. On detection_eval's four sets (372 faces) OpenCV Zoo's 0.9 found 290;
+# 0.75 found 352 with no false face, 0.7 found 358 with 8 false faces, 0.6 364 with 36.
 YUNET_THRESHOLD = 0.75
 
 
