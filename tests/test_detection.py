@@ -325,11 +325,13 @@ def frontal_faces_pasted(faces_pd, width: int, faces_px: list[float], seed: int 
     taken, pasted = list(photo.faces), []
     for k, size in enumerate(faces_px):
         patch, face = de._face_patch(*donors[k % len(donors)], size)
-        while True:
+        for _attempt in range(20000):
             x, y = rng.uniform(0, canvas.width - patch.width), rng.uniform(0, canvas.height - patch.height)
             outer = np.array([x, y, x + patch.width, y + patch.height])
             if all(iou(outer, t) == 0 for t in taken):
                 break
+        else:
+            raise AssertionError(f"no room left for face {k + 1} of {len(faces_px)}")
         canvas.paste(patch, (round(x), round(y)), de._oval_mask(patch.size))
         pasted.append(np.array([round(x), round(y), round(x), round(y)]) + face)
         taken.append(outer)
