@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -45,7 +44,6 @@ from privacy.storage import (
     SealedSubject,
     SubjectFacts,
     TemplateFacts,
-    TemplateRow,
 )
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -586,11 +584,7 @@ class PgStore:
             templates = cursor.execute(
                 "SELECT record_id, model_id, row_index, dim, ct FROM templates WHERE subject_id = %s", (subject_id,)
             ).fetchall()
-        record_ct, created, expires, wrapped = row
-        return SealedSubject(
-            subject_id, bytes(record_ct), created, expires, None if wrapped is None else bytes(wrapped),
-            tuple(TemplateRow.from_db(*t) for t in templates),
-        )
+        return SealedSubject.from_db(subject_id, *row, templates)
 
     def read_subjects(self) -> list[SealedSubject]:
         conn = self._conn
@@ -600,18 +594,10 @@ class PgStore:
                 "SELECT s.subject_id, s.record_ct, s.created, s.expires, k.wrapped_key FROM subjects s "
                 "LEFT JOIN subject_keys k USING (subject_id) ORDER BY s.created, s.subject_id"
             ).fetchall()
-            rows_of: dict[str, list[TemplateRow]] = defaultdict(list)
-            for subject_id, *row in cursor.execute(
+            templates = cursor.execute(
                 "SELECT subject_id, record_id, model_id, row_index, dim, ct FROM templates"
-            ):
-                rows_of[subject_id].append(TemplateRow.from_db(*row))
-        return [
-            SealedSubject(
-                subject_id, bytes(record_ct), created, expires, None if wrapped is None else bytes(wrapped),
-                tuple(rows_of.get(subject_id, ())),
-            )
-            for subject_id, record_ct, created, expires, wrapped in subjects
-        ]
+            ).fetchall()
+        return SealedSubject.all_from_db(subjects, templates)
 
     def orphan_rows(self) -> int:
         return sum(

@@ -52,6 +52,7 @@ The PostgreSQL backend (`privacy.pg_store.PgStore`; psycopg 3; FACEDEMO_DATABASE
 from __future__ import annotations
 
 import contextlib
+from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -96,6 +97,23 @@ class SealedSubject:
     expires: str  # iso_utc
     wrapped_key: bytes | None = field(repr=False)
     templates: tuple[TemplateRow, ...] = field(repr=False)
+
+    @classmethod
+    def from_db(cls, subject_id: str, record_ct, created: str, expires: str, wrapped_key, template_rows) -> SealedSubject:
+        """From a subject's database row and its template rows (record_id, model_id, row_index, dim, ct)."""
+        return cls(
+            subject_id, bytes(record_ct), created, expires, None if wrapped_key is None else bytes(wrapped_key),
+            tuple(TemplateRow.from_db(*t) for t in template_rows),
+        )
+
+    @classmethod
+    def all_from_db(cls, subject_rows, template_rows) -> list[SealedSubject]:
+        """Every subject from its rows (subject_id, record_ct, created, expires, wrapped_key), in their order,
+        with its templates from `template_rows` (subject_id, record_id, model_id, row_index, dim, ct)."""
+        rows_of: dict[str, list] = defaultdict(list)
+        for subject_id, *row in template_rows:
+            rows_of[subject_id].append(row)
+        return [cls.from_db(*subject, rows_of.get(subject[0], ())) for subject in subject_rows]
 
 
 @dataclass(frozen=True)

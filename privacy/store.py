@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from privacy.storage import (
     SealedSubject,
     SubjectFacts,
     TemplateFacts,
-    TemplateRow,
 )
 
 DB_FILE_NAME = "vault.sqlite3"
@@ -336,11 +334,7 @@ class SqliteStore:
         templates = conn.execute(
             "SELECT record_id, model_id, row_index, dim, ct FROM templates WHERE subject_id = ?", (subject_id,)
         )
-        record_ct, created, expires, wrapped = row
-        return SealedSubject(
-            subject_id, bytes(record_ct), created, expires, None if wrapped is None else bytes(wrapped),
-            tuple(TemplateRow.from_db(*t) for t in templates),
-        )
+        return SealedSubject.from_db(subject_id, *row, templates)
 
     def read_subjects(self) -> list[SealedSubject]:
         conn = self._conn
@@ -348,16 +342,8 @@ class SqliteStore:
             "SELECT s.subject_id, s.record_ct, s.created, s.expires, k.wrapped_key FROM subjects s "
             "LEFT JOIN subject_keys k USING (subject_id) ORDER BY s.created, s.subject_id"
         ).fetchall()
-        rows_of: dict[str, list[TemplateRow]] = defaultdict(list)
-        for subject_id, *row in conn.execute("SELECT subject_id, record_id, model_id, row_index, dim, ct FROM templates"):
-            rows_of[subject_id].append(TemplateRow.from_db(*row))
-        return [
-            SealedSubject(
-                subject_id, bytes(record_ct), created, expires, None if wrapped is None else bytes(wrapped),
-                tuple(rows_of.get(subject_id, ())),
-            )
-            for subject_id, record_ct, created, expires, wrapped in subjects
-        ]
+        templates = conn.execute("SELECT subject_id, record_id, model_id, row_index, dim, ct FROM templates")
+        return SealedSubject.all_from_db(subjects, templates)
 
     def orphan_rows(self) -> int:
         return sum(
