@@ -99,17 +99,12 @@ def generated_photos(root: Path | str = FACES_PD, per_photo: int = 8, seed: int 
             donor, box = donors[rng.integers(len(donors))]
             width = rng.uniform(*widths)
             patch, face = _face_patch(donor, box, width)
-            for _attempt in range(200):
-                x = rng.uniform(0, canvas.width - patch.width)
-                y = rng.uniform(0, canvas.height - patch.height)
-                placed = np.array([x, y, x, y]) + face
-                outer = np.array([x, y, x + patch.width, y + patch.height])
-                if all(_iou(outer, t) == 0 for t in taken):
-                    break
-            else:
+            spot = _free_spot(rng, canvas, patch, taken, attempts=200)
+            if spot is None:
                 continue
+            x, y, outer = spot
             canvas.paste(patch, (round(x), round(y)), _oval_mask(patch.size))
-            faces.append(placed)
+            faces.append(np.array([x, y, x, y]) + face)
             taken.append(outer)
         photos.append(LabelledPhoto(f"generated/{Path(relative).name}", np.asarray(canvas), _boxes(faces), ignore))
     return photos
@@ -158,13 +153,10 @@ def small_face_photos(root: Path | str = FACES_PD, count: int = 80, per_photo: i
                 patch = patch.rotate(rng.uniform(-25, 25), resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
             elif change == 4:
                 patch = ImageEnhance.Contrast(patch).enhance(rng.uniform(0.4, 0.6))
-            for _attempt in range(300):
-                x, y = rng.uniform(0, canvas.width - patch.width), rng.uniform(0, canvas.height - patch.height)
-                outer = np.array([x, y, x + patch.width, y + patch.height])
-                if all(_iou(outer, t) == 0 for t in taken):
-                    break
-            else:
+            spot = _free_spot(rng, canvas, patch, taken, attempts=300)
+            if spot is None:
                 continue
+            x, y, outer = spot
             canvas.paste(patch, (round(x), round(y)), _oval_mask(patch.size))
             faces.append(np.array([round(x), round(y), round(x), round(y)]) + face)
             taken.append(outer)
@@ -188,6 +180,20 @@ def _face_patch(donor: np.ndarray, box: np.ndarray, width: float) -> tuple[Image
     face = np.array([(x1 - round(crop[0])) * sx, (y1 - round(crop[1])) * sy, (x2 - round(crop[0])) * sx,
                      (y2 - round(crop[1])) * sy])
     return patch, face
+
+
+def _free_spot(
+    rng: np.random.Generator, canvas: Image.Image, patch: Image.Image, taken: list[np.ndarray], attempts: int
+) -> tuple[float, float, np.ndarray] | None:
+    """A random top-left corner (x, y) where `patch` overlaps none of the `taken` boxes, and the patch's
+    box there; None after `attempts` tries."""
+    for _attempt in range(attempts):
+        x = rng.uniform(0, canvas.width - patch.width)
+        y = rng.uniform(0, canvas.height - patch.height)
+        outer = np.array([x, y, x + patch.width, y + patch.height])
+        if all(_iou(outer, t) == 0 for t in taken):
+            return x, y, outer
+    return None
 
 
 def _oval_mask(size: tuple[int, int]) -> Image.Image:
