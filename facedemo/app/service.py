@@ -148,7 +148,7 @@ class FaceDemo:
             elif changes.version == cached[0]:
                 return cached[1]
             else:
-                gallery = cached[1].without_subjects(changes.removed).with_subjects(changes.added)
+                gallery = cached[1].updated(changes.removed, changes.added)
             self._galleries[model_id] = (changes.version, gallery)
             return gallery
 

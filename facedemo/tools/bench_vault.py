@@ -177,7 +177,7 @@ def measure(backend: str, size: int, data_dir: Path, url: str | None, repeat: in
         enrol.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
         changes = b.changes_since(spec.model_id, version)
-        stacked = stacked.without_subjects(changes.removed).with_subjects(changes.added)
+        stacked = stacked.updated(changes.removed, changes.added)
         sync.append((time.perf_counter() - t) * 1000)
         version = changes.version
         assert stacked.subject_ids[-1] == receipts[-1].subject_id
@@ -187,7 +187,7 @@ def measure(backend: str, size: int, data_dir: Path, url: str | None, repeat: in
         forget.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
         changes = b.changes_since(spec.model_id, version)
-        stacked = stacked.without_subjects(changes.removed).with_subjects(changes.added)
+        stacked = stacked.updated(changes.removed, changes.added)
         sync.append((time.perf_counter() - t) * 1000)
         version = changes.version
     assert len(stacked) == size
