@@ -8,6 +8,8 @@ coordinates refer to when the array given is already a smaller copy (see `fit`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -35,16 +37,50 @@ def fit(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
 
 
 def detection_label(number: int, face: Face) -> str:
-    """'#1 0.998': the face's number (from 1, left to right) and the detector's confidence (0..1)."""
-    return f"#{number} {face.score:.3f}"
+    """'1 0.998': the face's number (from 1, as in the faces table) and the detector's confidence (0..1)."""
+    return f"{number} {face.score:.3f}"
 
 
 def recognition_label(number: int, decision: Decision) -> str:
-    """'#1 Eileen 0.42', '#2 Unknown 0.81' or '#3 Unknown' (nobody enrolled): name and distance (model units)."""
+    """'1 Eileen 0.42', '2 Unknown 0.81' or '3 Unknown' (nobody enrolled): name and distance (model units)."""
     who = decision.identity if decision.accepted else "Unknown"
     if decision.distance is None:
-        return f"#{number} {who}"
-    return f"#{number} {who} {decision.distance:.2f}"
+        return f"{number} {who}"
+    return f"{number} {who} {decision.distance:.2f}"
+
+
+@dataclass(frozen=True)
+class Label:
+    """A tag drawn by a face: its text and its rectangle (x1, y1, x2, y2) in picture pixels."""
+
+    text: str
+    rect: tuple[int, int, int, int]
+
+
+def place_labels(
+    boxes: Sequence[Sequence[float]], texts: Sequence[str], size: tuple[int, int]
+) -> list[Label]:
+    """Where each face's tag goes in a picture of `size` (width, height) pixels; boxes in its pixels.
+
+    Tags are sized from the picture's long side, so that they stay legible when the page shrinks the
+    picture to a phone's width. A tag goes above its box, else below, else inside its top edge,
+    wherever it covers no other tag and no other face; where the whole text finds no such place,
+    only the face's number is drawn (the faces table carries the rest) in the first free place, or
+    above the box when none is free.
+    """
+    font = _label_font(size)
+    placed: list[Label] = []
+    for n, (box, text) in enumerate(zip(boxes, texts)):
+        others = [tuple(b) for m, b in enumerate(boxes) if m != n]
+        label = None
+        for candidate in (text, text.split(" ", 1)[0]):
+            rects = _label_spots(box, _text_size(candidate, font), size)
+            free = [r for r in rects if not any(_overlaps(r, o) for o in [*others, *(p.rect for p in placed)])]
+            if free:
+                label = Label(candidate, free[0])
+                break
+        placed.append(label or Label(candidate, rects[0]))
+    return placed
 
 
 def decision_colour(decision: Decision) -> RGB:
@@ -69,11 +105,12 @@ def draw_detection(
     canvas = _blur_flagged(canvas, [f.box for f in faces], blur, scale)
     draw = ImageDraw.Draw(canvas)
     style = _Style.for_size(canvas.size)
-    for number, face in enumerate(faces, 1):
-        box = _scaled(face.box, scale)
+    boxes = [_scaled(face.box, scale) for face in faces]
+    for face, box in zip(faces, boxes):
         _draw_box(draw, box, DETECTION_COLOUR, style)
         _draw_landmarks(draw, [(x * scale, y * scale) for x, y in face.landmarks], style)
-        _draw_label(draw, box, detection_label(number, face), DETECTION_COLOUR, style, canvas.size)
+    texts = [detection_label(number, face) for number, face in enumerate(faces, 1)]
+    _draw_labels(draw, place_labels(boxes, texts, canvas.size), [DETECTION_COLOUR] * len(faces), canvas.size)
     return np.asarray(canvas)
 
 
@@ -94,11 +131,12 @@ def draw_recognition(
     canvas = _blur_flagged(canvas, [fa.face.box for fa in faces], flags, scale)
     draw = ImageDraw.Draw(canvas)
     style = _Style.for_size(canvas.size)
-    for number, fa in enumerate(faces, 1):
-        box = _scaled(fa.face.box, scale)
-        colour = decision_colour(fa.decision)
+    boxes = [_scaled(fa.face.box, scale) for fa in faces]
+    colours = [decision_colour(fa.decision) for fa in faces]
+    for box, colour in zip(boxes, colours):
         _draw_box(draw, box, colour, style)
-        _draw_label(draw, box, recognition_label(number, fa.decision), colour, style, canvas.size)
+    texts = [recognition_label(number, fa.decision) for number, fa in enumerate(faces, 1)]
+    _draw_labels(draw, place_labels(boxes, texts, canvas.size), colours, canvas.size)
     return np.asarray(canvas)
 
 
@@ -141,18 +179,65 @@ def explainer(
 # ----------------------------------------------------------------------------------- internals
 
 
-class _Style:
-    """Line width, landmark radius and font, all grown with the picture so labels stay legible."""
+# Tag text height as a fraction of the picture's long side: the page shows a 1280-px picture about
+# 360 px wide on a phone, where 1/32 of it is still 11 px of text, and about 20 px on a desktop.
+LABEL_TEXT_FRACTION = 1 / 32
+MIN_LABEL_TEXT_PX = 12
 
-    def __init__(self, line: int, dot: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, pad: int) -> None:
-        self.line, self.dot, self.font, self.pad = line, dot, font, pad
+
+class _Style:
+    """Line width and landmark radius, grown with the picture so they stay visible."""
+
+    def __init__(self, line: int, dot: int) -> None:
+        self.line, self.dot = line, dot
 
     @classmethod
     def for_size(cls, size: tuple[int, int]) -> _Style:
-        short = min(size)
-        line = max(2, round(short / 250))
-        font_px = max(12, round(short / 32))
-        return cls(line=line, dot=max(2, line + 1), font=ImageFont.load_default(size=font_px), pad=max(2, font_px // 6))
+        line = max(2, round(max(size) / 400))
+        return cls(line=line, dot=max(2, line + 1))
+
+
+def label_text_px(size: tuple[int, int]) -> int:
+    """The height in pixels of tag text in a picture of `size` (width, height)."""
+    return max(MIN_LABEL_TEXT_PX, round(max(size) * LABEL_TEXT_FRACTION))
+
+
+@lru_cache(maxsize=16)
+def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=px)
+
+
+def _label_font(size: tuple[int, int]) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return _font(label_text_px(size))
+
+
+def _text_size(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> tuple[int, int]:
+    """Width and height of the tag around `text`, padding included."""
+    left, top, right, bottom = font.getbbox(text)
+    pad = _pad(font)
+    return right - left + 2 * pad, bottom - top + 2 * pad
+
+
+def _pad(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
+    return max(2, round(getattr(font, "size", 12) / 6))
+
+
+def _label_spots(
+    box: Sequence[float], tag: tuple[int, int], size: tuple[int, int]
+) -> list[tuple[int, int, int, int]]:
+    """The rectangles a tag of `tag` (width, height) may take by `box`: above, below, inside its top
+    edge; each moved into the picture."""
+    width, height = tag
+    x = min(max(0, round(box[0])), max(0, size[0] - width))
+    spots = []
+    for y in (round(box[1]) - height, round(box[3]), round(box[1])):
+        y = min(max(0, y), max(0, size[1] - height))
+        spots.append((x, y, x + width, y + height))
+    return spots
+
+
+def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _canvas(
@@ -220,21 +305,11 @@ def _draw_landmarks(draw: ImageDraw.ImageDraw, points: Sequence[tuple[float, flo
         draw.ellipse((x - r, y - r, x + r, y + r), fill=LANDMARK_COLOUR, outline=(0, 0, 0))
 
 
-def _draw_label(
-    draw: ImageDraw.ImageDraw,
-    box: Sequence[float],
-    text: str,
-    colour: RGB,
-    style: _Style,
-    size: tuple[int, int],
-) -> None:
-    """A filled tag above the box, or inside its top edge when there is no room above; kept in the picture."""
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=style.font)
-    width, height = right - left + 2 * style.pad, bottom - top + 2 * style.pad
-    x = min(max(0, round(box[0])), max(0, size[0] - width))
-    y = round(box[1]) - height
-    if y < 0:
-        y = max(0, round(box[1]))
-    y = min(y, max(0, size[1] - height))
-    draw.rectangle((x, y, x + width, y + height), fill=colour)
-    draw.text((x + style.pad - left, y + style.pad - top), text, font=style.font, fill=LABEL_TEXT_COLOUR)
+def _draw_labels(draw: ImageDraw.ImageDraw, labels: Sequence[Label], colours: Sequence[RGB], size: tuple[int, int]) -> None:
+    font = _label_font(size)
+    pad = _pad(font)
+    for label, colour in zip(labels, colours):
+        left, top, _, _ = font.getbbox(label.text)
+        x, y = label.rect[0], label.rect[1]
+        draw.rectangle(label.rect, fill=colour)
+        draw.text((x + pad - left, y + pad - top), label.text, font=font, fill=LABEL_TEXT_COLOUR)

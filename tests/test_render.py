@@ -60,19 +60,19 @@ def test_detection_marks_each_of_the_five_landmarks(flat):
 
 
 def test_detection_label_gives_face_number_and_confidence():
-    assert render.detection_label(2, face(0, 0, 10, 10, score=0.98765)) == "#2 0.988"
+    assert render.detection_label(2, face(0, 0, 10, 10, score=0.98765)) == "2 0.988"
 
 
 def test_recognition_label_names_an_accepted_face_with_its_distance():
-    assert render.recognition_label(1, KNOWN) == "#1 Eileen 0.42"
+    assert render.recognition_label(1, KNOWN) == "1 Eileen 0.42"
 
 
 def test_recognition_label_says_unknown_with_the_distance_to_the_nearest_person():
-    assert render.recognition_label(3, REJECTED) == "#3 Unknown 0.81"
+    assert render.recognition_label(3, REJECTED) == "3 Unknown 0.81"
 
 
 def test_recognition_label_says_unknown_without_distance_when_nobody_is_enrolled():
-    assert render.recognition_label(1, NOBODY_ENROLLED) == "#1 Unknown"
+    assert render.recognition_label(1, NOBODY_ENROLLED) == "1 Unknown"
 
 
 def test_recognised_face_is_boxed_green_and_unknown_face_orange_red(flat):
@@ -142,3 +142,44 @@ def test_label_of_a_face_at_the_top_edge_stays_inside_the_picture(flat):
     out = render.draw_detection(flat, [face(580, 0, 640, 60)], max_side=None)
     assert out.shape == flat.shape
     assert colour_count(out[:40, :], render.DETECTION_COLOUR) > 0
+
+
+def test_tag_text_grows_with_the_picture_so_a_phone_can_still_read_it():
+    # A 1280-px picture shown 360 px wide on a phone: its tags keep at least 11 px of text.
+    assert render.label_text_px((1280, 720)) * 360 / 1280 >= 11
+    assert render.label_text_px((1280, 720)) == 2 * render.label_text_px((640, 360))
+
+
+def crowd(columns: int, rows: int, side: float, gap: float) -> list[tuple[float, float, float, float]]:
+    return [
+        (gap + c * (side + gap), gap + r * (side + gap), gap + c * (side + gap) + side, gap + r * (side + gap) + side)
+        for r in range(rows) for c in range(columns)
+    ]
+
+
+def test_tags_in_a_crowd_never_overlap_each_other():
+    boxes = crowd(columns=10, rows=4, side=70, gap=40)
+    labels = render.place_labels(boxes, [f"{n} Unknown 0.81" for n in range(1, len(boxes) + 1)], (1280, 720))
+    for n, a in enumerate(labels):
+        for b in labels[n + 1:]:
+            assert not render._overlaps(a.rect, b.rect), (a, b)
+
+
+def test_a_tag_without_room_for_its_name_shows_the_face_number_the_table_carries():
+    labels = render.place_labels(crowd(columns=10, rows=4, side=70, gap=40),
+                                 [f"{n} Unknown 0.81" for n in range(1, 41)], (1280, 720))
+    assert {label.text for label in labels} >= {"1", "40"}
+    assert all(label.text.split(" ")[0] == str(n) for n, label in enumerate(labels, 1))
+
+
+def test_a_lone_face_gets_its_whole_tag_above_its_box():
+    (label,) = render.place_labels([(500, 300, 700, 500)], ["1 Eileen 0.42"], (1280, 720))
+    assert label.text == "1 Eileen 0.42"
+    assert label.rect[3] <= 300 and label.rect[0] == 500
+
+
+def test_a_tag_never_covers_another_face():
+    boxes = [(100, 100, 300, 300), (100, 330, 300, 530)]
+    labels = render.place_labels(boxes, ["1 Somebody with a long name 0.42", "2 Unknown 0.90"], (1280, 720))
+    for n, label in enumerate(labels):
+        assert not render._overlaps(label.rect, boxes[1 - n])

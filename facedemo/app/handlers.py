@@ -32,7 +32,8 @@ USER_ERRORS = (ImageError, EnrolmentError, VaultError, ThresholdError, DetectorE
 
 # What the page calls each detector (facedemo.detection.DETECTORS).
 DETECTOR_NAMES = {"mtcnn": "MTCNN", "yunet": "YuNet"}
-TABLE_HEADERS = ["face", "box (x1, y1, x2, y2) px", "confidence", "identity", "distance", "margin", "quality", "reason"]
+# Who is where comes first: on a phone's width only the first columns are seen without scrolling.
+TABLE_HEADERS = ["face", "identity", "distance", "margin", "reason", "confidence", "quality", "box (x1, y1, x2, y2) px"]
 VERDICT_HEADERS = ["photo", "file", "used", "reason"]
 SUBJECT_HEADERS = ["subject id", "name", "created", "expires", "templates"]
 
@@ -90,6 +91,15 @@ def _label(fa: FaceAnalysis) -> str:
     return fa.decision.identity if fa.decision.accepted else "Unknown"
 
 
+def _box(fa: FaceAnalysis, width: int, height: int) -> str:
+    """'x1, y1, x2, y2' in the photo's pixels; a face cut by the photo's edge is clipped to it and
+    marked, since the detector places its box where the whole face would be, partly outside."""
+    x1, y1, x2, y2 = fa.face.box
+    clipped = (max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
+    text = ", ".join(str(round(v)) for v in clipped)
+    return text + " (cut by the edge)" if clipped != (x1, y1, x2, y2) else text
+
+
 def _quality(fa: FaceAnalysis) -> str:
     """'good: 120 px, detail 0.45' or 'poor: 12 px, detail 0.02' (facedemo.quality), '–' when not assessed."""
     q = fa.quality
@@ -116,17 +126,26 @@ class Handlers:
 
     # ---------------------------------------------------------------- tab "Detect vs Recognize"
 
-    @_user_errors
     def analyse(
         self, photo: str | None, threshold: float | None, blur: bool, detector: str | None = None
-    ) -> tuple[np.ndarray, np.ndarray, list[list], str, Shown]:
+    ) -> tuple[np.ndarray | None, np.ndarray | None, list[list], str, Shown | None]:
         """Detect and recognise the faces of one photo (a file path).
 
         Returns the detection image, the recognition image, one table row per face (see
         TABLE_HEADERS), a summary in Markdown and the `Shown` state for later re-decisions.
         threshold: in the active model's distance unit; None means the model's default.
         detector: "mtcnn" or "yunet"; None means the configured one.
+        A refusal (no photo, not an image, a threshold above the ceiling...) comes back as the
+        summary, "⚠️ " and why, with no images, rows or state: the message stays where the result
+        would be until the next action, and covers no input.
         """
+        result, refusal = _in_page(lambda: self._analysed(photo, threshold, blur, detector))
+        return result if result is not None else (None, None, [], refusal, None)
+
+    @_user_errors
+    def _analysed(
+        self, photo: str | None, threshold: float | None, blur: bool, detector: str | None
+    ) -> tuple[np.ndarray, np.ndarray, list[list], str, Shown]:
         if photo is None:
             raise _refusal("Please add a photo first: upload a file, use the webcam or paste from the clipboard.")
         with self._using(photo):
@@ -134,8 +153,6 @@ class Handlers:
         # The session keeps only a display-sized copy: a 40-megapixel upload would otherwise sit in memory.
         detector = detector or self.demo.detector_id
         shown = Shown(render.fit(image), self.demo.analyse(image, threshold, detector), detector)
-        if not shown.analysis.faces:
-            gr.Warning("No face found in this photo.")
         return self._present(shown, blur)
 
     @_user_errors
@@ -159,14 +176,13 @@ class Handlers:
 
     @staticmethod
     def face_rows(analysis: Analysis) -> list[list]:
-        """One row per face: number, box, confidence, identity, distance, margin, quality and the
-        reason for the identity (as TABLE_HEADERS)."""
+        """One row per face: number, identity, distance, margin, the reason for the identity,
+        confidence, quality and box (as TABLE_HEADERS)."""
         rows = []
         for number, fa in enumerate(analysis.faces, 1):
-            box = ", ".join(str(round(v)) for v in fa.face.box)
             d = fa.decision
-            rows.append([number, box, _number(fa.face.score), _label(fa), _number(d.distance), _number(d.margin),
-                         _quality(fa), d.reason or "–"])
+            rows.append([number, _label(fa), _number(d.distance), _number(d.margin), d.reason or "–",
+                         _number(fa.face.score), _quality(fa), _box(fa, analysis.width, analysis.height)])
         return rows
 
     @staticmethod
