@@ -77,7 +77,7 @@ def serve(uploads: UploadFolder, started: float) -> int:
                 UploadGuard, folder=uploads, min_free_bytes=MIN_FREE_BYTES,
                 max_request_bytes=config.max_image_bytes * config.max_enrol_photos + UPLOAD_OVERHEAD_BYTES,
             )
-            page.launch(max_file_size=config.max_image_bytes, app_kwargs={"middleware": [guard]})
+            page.launch(max_file_size=config.max_image_bytes, app_kwargs={"middleware": [guard]}, **ui.launch_options())
     except (VaultError, WeightsError, ModelUnavailable) as exc:
         print(f"facedemo cannot start: {exc}", file=sys.stderr)
         return 1

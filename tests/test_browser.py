@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
+from PIL import Image
 from playwright.sync_api import expect
 
 from facedemo.app.examples import write as write_examples
@@ -26,6 +27,7 @@ LAUNCH_ARGS = [
     "--no-first-run",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no DNS lookups: everything is local
 ]
+TABS = ["Photo", "Enrol", "My data", "How it works"]
 # Long enough for a model call on 2 busy cores; a healthy run needs a fraction of it.
 WAIT_MS = 60_000
 
@@ -54,6 +56,21 @@ def page(browser, app):
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     expect.set_options(timeout=WAIT_MS)
+    page.goto(app.url)
+    page.wait_for_selector("#analyse")
+    yield page
+    context.close()
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def phone(browser, app):
+    """The page at a phone's size, 390 x 844 CSS pixels, with touch."""
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
     page.goto(app.url)
     page.wait_for_selector("#analyse")
     yield page
@@ -110,7 +127,7 @@ def test_upload_a_photo_click_and_read_the_table(page, examples):
 
 
 def test_clicking_the_group_example_shows_both_faces(page):
-    page.locator("#examples button").filter(has=page.locator("img[src*='group']")).click()
+    page.locator("#examples button").filter(has_text="Group").click()
     assert [row[0] for row in wait_for_faces(page, 2)] == ["1", "2"]
 
 
@@ -144,14 +161,74 @@ def test_moving_the_threshold_re_decides_in_the_page(page, app, examples):
         expect(page.locator("#summary")).to_contain_text("at threshold 0.00")
 
 
-def test_a_file_that_is_not_an_image_shows_a_clear_message_and_no_stack_trace(page, tmp_path):
+def test_a_file_that_is_not_an_image_is_explained_in_the_result_area_and_nothing_covers_the_inputs(page, tmp_path):
     fake = tmp_path / "holiday.png"
     fake.write_bytes(b"these are not pixels")
     page.locator("#photo input[type=file]").set_input_files(str(fake))
     page.wait_for_selector("#photo img")  # uploaded (the browser cannot draw it)
     page.click("#analyse")
-    page.get_by_text("Not an image format we can read").first.wait_for()
+    expect(page.locator("#summary")).to_contain_text("Not an image format we can read")
+    assert page.locator(".toast-body").count() == 0  # no message that vanishes after a few seconds
+    assert page.locator("#photo img").is_visible()  # the input is still there to replace
     assert "Traceback" not in page.content()
+
+
+def test_a_refusal_stays_until_the_next_analysis_replaces_it(page, tmp_path, examples):
+    fake = tmp_path / "notes.jpg"
+    fake.write_bytes(b"not a photo")
+    page.locator("#photo input[type=file]").set_input_files(str(fake))
+    page.wait_for_selector("#photo img")
+    page.click("#analyse")
+    expect(page.locator("#summary")).to_contain_text("Not an image format")
+    analyse(page, examples["astronaut"], faces=1)
+    expect(page.locator("#summary")).not_to_contain_text("Not an image format")
+
+
+def test_on_a_phone_every_tab_is_in_the_tab_bar(phone):
+    tabs = phone.get_by_role("tab")
+    expect(tabs).to_have_count(len(TABS))
+    assert [t.strip() for t in tabs.all_inner_texts()] == TABS
+    assert phone.locator(".overflow-dropdown button").count() == 0  # nothing hidden behind "..."
+
+
+def test_on_a_phone_the_upload_box_is_on_the_first_screen(phone):
+    assert phone.locator("#photo").bounding_box()["y"] < PHONE["height"] - 150
+
+
+def test_on_a_phone_who_is_where_is_readable_without_scrolling_sideways(phone, examples):
+    rows = analyse(phone, examples["group"], faces=2)
+    assert [row[1] for row in rows] == ["Unknown", "Unknown"]
+    for cell in phone.locator("#faces-table [role=gridcell][data-col='1']").all():
+        box = cell.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    snapshot(phone, "phone-photo")
+
+
+def test_enrol_by_clicking_ones_face_in_a_group_photo(page, app, examples):
+    from facedemo.api import detect_faces
+
+    left = detect_faces(examples["group"])[0]
+    width, height = Image.open(examples["group"]).size
+    open_tab(page, "Enrol")
+    fill(page, "enrol-name", "Eileen Collins")
+    page.locator("#enrol-consent input[type=checkbox]").check()
+    page.locator("#group-enrol").get_by_text("From a group photo").click()
+    page.locator("#group-photo input[type=file]").set_input_files(examples["group"])
+    shown = page.locator("#group-photo img")
+    expect(shown).to_be_visible()
+    box = shown.bounding_box()
+    x, y = (left.box[0] + left.box[2]) / 2, (left.box[1] + left.box[3]) / 2
+    shown.click(position={"x": x / width * box["width"], "y": y / height * box["height"]})
+    expect(page.locator("#group-chosen")).to_contain_text("Chosen: the face at")
+    page.click("#group-enrol-button")
+    expect(page.locator("#receipt")).to_contain_text("Enrolled")
+    assert table_rows(page, "verdicts")[0][2:] == ["yes", "accepted (face 1 of 2; the other faces were not used)"]
+    subject_id = page.locator("#receipt-subject").get_by_role("textbox").input_value()
+    token = page.locator("#receipt-token").get_by_role("textbox").input_value()
+    client = Client(app.url, verbose=False)
+    client.predict(subject_id, token, api_name="/forget")
+    client.close()
 
 
 def enrol_in_page(page, name: str, photos: list[str], consent: bool = True) -> None:
@@ -177,7 +254,7 @@ def test_enrol_then_delete_through_the_page(page, examples):
     assert not page.locator("#enrol-consent input[type=checkbox]").is_checked()
     snapshot(page, "enrol")
 
-    open_tab(page, "Detect vs Recognize")
+    open_tab(page, "Photo")
     analyse(page, examples["group"], faces=2)
     identities = page.locator("#faces-table [role=gridcell][data-col='1']")
     expect(identities).to_have_text(["Eileen Collins", "Unknown"])
@@ -200,7 +277,7 @@ def test_enrol_then_delete_through_the_page(page, examples):
     snapshot(page, "my-data")
 
     # The result on the first tab is decided again at the deletion: it names her no more.
-    open_tab(page, "Detect vs Recognize")
+    open_tab(page, "Photo")
     expect(identities).to_have_text(["Unknown", "Unknown"])
     threshold = page.locator("#threshold input[type=number]")
     threshold.fill("0.5")

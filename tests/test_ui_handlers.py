@@ -237,6 +237,44 @@ def test_enrol_returns_verdicts_receipt_subject_id_and_token_and_clears_the_form
         handlers.forget(subject_id, token)
 
 
+class Click:
+    """What gradio hands a select handler: where on the image the person clicked (photo pixels)."""
+
+    def __init__(self, x: float, y: float) -> None:
+        self.index = [x, y]
+
+
+def test_clicking_a_group_photo_keeps_the_point_and_says_which_face_was_chosen(handlers):
+    point, line = handlers.pick_face(Click(120, 88))
+    assert point == [120.0, 88.0] and line.startswith("Chosen: the face at (120, 88)")
+
+
+def test_enrolling_the_clicked_face_of_the_group_example_stores_only_it(handlers, examples, face_demo):
+    left = face_demo.detect(str(examples["group"])).faces[0].face
+    point = [(left.box[0] + left.box[2]) / 2, (left.box[1] + left.box[3]) / 2]
+    rows, receipt, subject_id, token, name, photo, consent, chosen = handlers.enroll_face(
+        "Eileen Collins", str(examples["group"]), point, True
+    )
+    try:
+        assert rows == [[1, "group.jpg", "yes", "accepted (face 1 of 2; the other faces were not used)"]]
+        assert subject_id in receipt and (name, photo, consent, chosen) == ("", None, False, None)
+        _, _, faces, _, _ = handlers.analyse(str(examples["group"]), None, False)
+        assert [row[1] for row in faces] == ["Eileen Collins", "Unknown"]
+    finally:
+        handlers.forget(subject_id, token)
+
+
+def test_enrolling_from_a_group_photo_without_a_click_asks_for_one(handlers, examples):
+    _, message, subject_id, *_ = handlers.enroll_face("Eileen Collins", str(examples["group"]), None, True)
+    assert message.startswith("**Not enrolled.** Please click your face") and subject_id == ""
+
+
+@pytest.mark.parametrize("face", ["abc", 1.5, None, True, float("inf")])
+def test_the_group_enrolment_endpoint_refuses_a_face_that_is_not_a_whole_number(handlers, examples, face):
+    with pytest.raises(gr.Error, match="number of your face"):
+        handlers.api_enroll_face("Eileen Collins", str(examples["group"]), face, True)
+
+
 def test_enrol_gives_a_reason_for_each_rejected_photo(handlers, photo_files):
     photos = [str(photo_files["blank"]), str(photo_files["grace_hopper"])]
     rows, _, subject_id, token, *_ = handlers.enroll("Grace Hopper", photos, True)
@@ -454,7 +492,7 @@ def test_audit_status_says_the_log_verifies(handlers):
 def test_the_page_builds_with_every_tab(handlers, examples):
     page = ui.build(handlers, list(examples.values()))
     tabs = [block.label for block in page.blocks.values() if isinstance(block, gr.Tab)]
-    assert tabs == ["Detect vs Recognize", "Enrol", "My data", "How it works"]
+    assert tabs == ["Photo", "Enrol", "My data", "How it works"]
 
 
 def markdown_texts(page: gr.Blocks) -> list[str]:

@@ -114,7 +114,12 @@ def cmd_identify(args, config: Config) -> int:
 def cmd_enroll(args, config: Config) -> int:
     demo = _service(config)
     try:
-        outcome = demo.enroll(args.name, [Path(p) for p in args.images], consent=args.consent)
+        if args.face is None:
+            outcome = demo.enroll(args.name, [Path(p) for p in args.images], consent=args.consent)
+        elif len(args.images) == 1:
+            outcome = demo.enroll_face(args.name, Path(args.images[0]), args.consent, args.face)
+        else:
+            raise CliError("--face picks a face in one group photo: give exactly one photo with it")
     finally:
         demo.close()
     for v in outcome.verdicts:
@@ -304,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("images", nargs="+")
     p.add_argument("--consent", action="store_true", help="the person agrees to have face templates stored")
+    p.add_argument("--face", type=int, metavar="N",
+                   help="enrol only face N (from 1, left to right, as `detect` numbers them) of one group photo")
     p.set_defaults(run=cmd_enroll)
 
     def token_help(whose: str) -> str:

@@ -18,7 +18,7 @@ import gradio as gr
 import numpy as np
 
 from facedemo import render
-from facedemo.app.service import EnrolmentError, FaceDemo, PhotoVerdict
+from facedemo.app.service import EnrolmentError, EnrolmentOutcome, FaceDemo, PhotoVerdict
 from facedemo.app.uploads import UploadFolder, UploadGone
 from facedemo.detection import DetectorError
 from facedemo.images import ImageError
@@ -259,6 +259,35 @@ class Handlers:
             False,
         )
 
+    def pick_face(self, event: gr.SelectData) -> tuple[list[float], str]:
+        """Where the person clicked in their group photo (x, y in the photo's pixels), and a line
+        saying so. Nothing is sent but the point: the photo goes to the server only with "Enrol"."""
+        x, y = (float(v) for v in event.index)
+        return [x, y], f"Chosen: the face at ({x:.0f}, {y:.0f}). Click again to choose another."
+
+    def enroll_face(
+        self, name: str, photo: str | None, point: Sequence[float] | None, consent: bool
+    ) -> tuple[list[list], str, str, str, Any, None, Any, Any]:
+        """Enrol a person from the face they clicked in a group photo (a file path); only that face
+        is embedded and stored. Returns what `enroll` returns, then the cleared chosen point."""
+        def refused(reason: str) -> tuple:
+            message = f"**Not enrolled.** {reason} Nothing was stored; add your photo again."
+            return [], message, "", "", gr.update(), None, gr.update(), None
+
+        if photo is None:
+            return refused("Please add a group photo first.")
+        if not point:
+            with self._using(photo):  # refused or not, the request's upload is deleted when it ends
+                return refused("Please click your face in the photo first.")
+        try:
+            with self._using(photo):
+                outcome = self.demo.enroll_face(name, photo, bool(consent), (float(point[0]), float(point[1])))
+        except (*USER_ERRORS, UploadGone) as exc:
+            return refused(UPLOAD_GONE if isinstance(exc, UploadGone) else f"{_for_people(str(exc))}.")
+        receipt = outcome.receipt.to_dict()
+        rows = self.verdict_rows(outcome.verdicts, [photo])
+        return rows, self.receipt_text(receipt), receipt["subject_id"], receipt["deletion_token"], "", None, False, None
+
     @staticmethod
     def verdict_rows(verdicts: Sequence[PhotoVerdict], photos: Sequence[Any]) -> list[list]:
         """One row per photo: number (from 1), file name, yes/no, reason."""
@@ -431,11 +460,33 @@ class Handlers:
         consent_text_version) and photos: [{photo (from 1), accepted, reason}]."""
         photos = list(photos or [])
         with self._using(photos):
-            outcome = self.demo.enroll(name, photos, consent=bool(consent))
-        return {
-            **outcome.receipt.to_dict(),
-            "photos": [{"photo": v.index + 1, "accepted": v.accepted, "reason": v.reason} for v in outcome.verdicts],
-        }
+            return _enrolment_json(self.demo.enroll(name, photos, consent=bool(consent)))
+
+    @_user_errors
+    def api_enroll_face(self, name: str, photo: str | None, face: int | None, consent: bool) -> dict:
+        """Enrol from one face of a group photo: `face` is its number (from 1, as /detect numbers
+        them). Only that face is embedded and stored. Returns what /enroll returns."""
+        with self._using(photo):
+            return _enrolment_json(self.demo.enroll_face(name, _required_photo(photo), bool(consent), _face_number(face)))
+
+
+def _enrolment_json(outcome: EnrolmentOutcome) -> dict:
+    """The enrolment receipt and a verdict per photo, as the API returns them."""
+    return {
+        **outcome.receipt.to_dict(),
+        "photos": [{"photo": v.index + 1, "accepted": v.accepted, "reason": v.reason} for v in outcome.verdicts],
+    }
+
+
+def _face_number(face: object) -> int:
+    """A face's number as sent (a whole number from a client); refused with a message otherwise."""
+    try:
+        if not isinstance(face, bool) and float(face).is_integer():
+            return int(float(face))
+    except (TypeError, ValueError, OverflowError):
+        pass
+    raise _refusal("Please give the number of your face (a whole number from 1, as /detect numbers them).")
+
 
 def _in_page(call: Callable[[], Any]) -> tuple[Any, str]:
     """A handler run for the page: (its result, "") or (None, the refusal as Markdown). The message stays

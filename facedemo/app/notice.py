@@ -15,6 +15,17 @@ from facedemo.embedding import model_spec
 from facedemo.matching import distances
 from models.registry import MODELS
 
+LEDE = (
+    "Add a photo and press the button: on the left, what **detection** finds (where the faces are); "
+    "on the right, what **recognition** concludes (who each one is, or Unknown). Photos added here are not stored."
+)
+
+
+def example_title(path: Path) -> str:
+    """An example photo's name for people: 'grace_hopper.jpg' -> 'Grace Hopper'."""
+    return Path(path).stem.replace("_", " ").title()
+
+
 DIFFERENCE = """\
 **Detection** answers *where are the faces?* It finds every face and gives its box, five landmarks
 (eyes, nose tip, mouth corners) and a confidence that it is a face. It knows nothing about who anyone is.

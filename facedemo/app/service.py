@@ -180,7 +180,7 @@ class FaceDemo:
     def _enrolment_face(self, image: np.ndarray) -> tuple[Face | None, str]:
         """The face an enrolment photo is about, or None, and the reason for people.
 
-        The dominant face is used, as on the Detect tab: the largest confident one. A face in the
+        The dominant face is used, as on the Photo tab: the largest confident one. A face in the
         background is ignored and mentioned, unless it is as large as the dominant one (at least
         COMPARABLE_FACE of its size): then nobody can tell whose photo it is.
         """
@@ -194,16 +194,76 @@ class FaceDemo:
         side = min(face.width, face.height)
         rivals = [f for f in confident if f is not face and min(f.width, f.height) >= COMPARABLE_FACE * side]
         if rivals:
-            return None, f"{len(rivals) + 1} faces of similar size found; use a photo of you alone"
-        if side < MIN_ENROL_FACE_PX:
-            return None, f"face too small ({side:.0f} px; at least {MIN_ENROL_FACE_PX} px needed)"
-        chip = align(image, face.landmarks)
-        if sharpness(chip) < MIN_SHARPNESS:
-            return None, "face too blurred"
+            return None, (
+                f"{len(rivals) + 1} faces of similar size found; use a photo of you alone, or pick your face "
+                "in it under 'From a group photo'"
+            )
+        problem = self._unusable(image, face)
+        if problem:
+            return None, problem
         others = len(faces) - 1
         if others:
             return face, f"accepted (the largest face; {others} smaller face{'s' if others > 1 else ''} ignored)"
         return face, "accepted"
+
+    @staticmethod
+    def _unusable(image: np.ndarray, face: Face) -> str | None:
+        """Why `face` cannot be enrolled (too small, too blurred), or None when it can."""
+        side = min(face.width, face.height)
+        if side < MIN_ENROL_FACE_PX:
+            return f"face too small ({side:.0f} px; at least {MIN_ENROL_FACE_PX} px needed)"
+        if sharpness(align(image, face.landmarks)) < MIN_SHARPNESS:
+            return "face too blurred"
+        return None
+
+    @staticmethod
+    def _chosen_face(faces: Sequence[Face], choice: int | tuple[float, float]) -> Face:
+        """The face a person picked in a group photo: its number (from 1, left to right, as /detect
+        numbers them) or a point (x, y in the photo's pixels) inside its box; EnrolmentError otherwise."""
+        if not faces:
+            raise EnrolmentError("no face found in this photo")
+        if isinstance(choice, tuple):
+            x, y = choice
+            inside = [f for f in faces if f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3]]
+            if not inside:
+                raise EnrolmentError(
+                    f"no face where you clicked ({x:.0f}, {y:.0f}); click inside your face ({len(faces)} found)"
+                )
+            return min(inside, key=lambda f: f.area)  # the innermost, when boxes nest
+        if isinstance(choice, bool) or not isinstance(choice, int) or not 1 <= choice <= len(faces):
+            raise EnrolmentError(f"choose a face from 1 to {len(faces)} (the numbers on the Photo tab's boxes)")
+        return faces[choice - 1]
+
+    def enroll_face(
+        self, name: str, photo: ImageSource, consent: bool, choice: int | tuple[float, float]
+    ) -> EnrolmentOutcome:
+        """Enrol one person from one face of a group photo: `choice` is the face's number (from 1,
+        left to right) or a point (x, y pixels) the person clicked inside it.
+
+        Only the chosen face is embedded and stored; the other faces are neither embedded nor kept,
+        and the photo itself is decoded in memory only.
+        """
+        name = self._enrolment_request(name, consent)
+        image = self.load_image(photo)
+        faces = self.pipeline.detect(image)
+        face = self._chosen_face(faces, choice)
+        if face.score < MIN_ENROL_SCORE:
+            raise EnrolmentError(f"the chosen face is not clear enough (confidence {face.score:.2f})")
+        problem = self._unusable(image, face)
+        if problem:
+            raise EnrolmentError(f"the chosen face cannot be used: {problem}")
+        templates = {m: self.pipeline.embed(image, [face], m).astype(np.float32) for m in self.installed_models()}
+        receipt = self.vault.enroll(name, templates, consent_text_version=CONSENT_VERSION, consent_given=True)
+        number = faces.index(face) + 1
+        reason = f"accepted (face {number} of {len(faces)}; the other faces were not used)"
+        return EnrolmentOutcome(receipt, (PhotoVerdict(0, True, reason),))
+
+    @staticmethod
+    def _enrolment_request(name: str, consent: bool) -> str:
+        """The name, checked, once consent is given; EnrolmentError or NameError's refusal otherwise."""
+        if consent is not True:
+            raise EnrolmentError("enrolment needs explicit consent (the consent box in the app, --consent on the command line)")
+        return validate_name(name)
 
     def enroll(
         self,
@@ -217,9 +277,7 @@ class FaceDemo:
         Templates are computed for every installed model, so switching models needs no
         re-enrolment. Photos are decoded in memory only and never stored.
         """
-        if consent is not True:
-            raise EnrolmentError("enrolment needs explicit consent (the consent box in the app, --consent on the command line)")
-        name = validate_name(name)
+        name = self._enrolment_request(name, consent)
         photos = list(photos or [])
         if not photos:
             raise EnrolmentError("add at least one photo")

@@ -24,6 +24,30 @@ MODEL_EVENTS = {"concurrency_id": "models", "concurrency_limit": "default"}
 # The page's own events; the API is the named endpoints.
 UI_ONLY = {"api_visibility": "private"}
 
+# On a phone's width every tab stays in the tab bar (gradio moves those that do not fit behind
+# "..."), and the faces table keeps its first columns, face and identity, in view.
+PAGE_CSS = """
+@media (max-width: 520px) {
+  .tab-container button { padding: 6px 7px !important; font-size: 14px !important; }
+}
+"""
+
+# Gradio's own words for the upload box, in this page's terms; "common.upload" has no English text
+# in gradio, which would otherwise show its key to screen readers.
+PAGE_WORDS = gr.I18n(en={
+    "common.upload": "Upload a photo",
+    "upload_text.drop_image": "Drop a photo here",
+    "upload_text.click_to_upload": "or click to choose one",
+    "upload_text.drop_file": "Drop photos here",
+    "upload_text.paste_clipboard": "Paste a photo",
+})
+
+
+def launch_options() -> dict[str, Any]:
+    """What `gr.Blocks.launch` needs besides the server settings: the page's style and words."""
+    return {"css": PAGE_CSS, "i18n": PAGE_WORDS}
+
+
 # The formats facedemo.images decodes, offered by the file picker: an SVG or a PDF is refused there,
 # before it is uploaded, rather than previewed and then refused.
 PHOTO_TYPES = file_extensions()
@@ -63,12 +87,12 @@ def photo_input(**kwargs: Any) -> gr.Image:
     return component
 
 
-def threshold_input(component: gr.Slider | gr.Number) -> gr.Slider | gr.Number:
-    """The component with the value passed to the handler as sent.
+def as_sent(component: gr.Slider | gr.Number) -> gr.Slider | gr.Number:
+    """The component with the value passed to the handler as sent (a threshold, a face number).
 
-    Gradio's own bounds check meets text or a list with a TypeError and no message a visitor can
-    read; the handlers' check (recognition.checked_threshold) says what is wrong, and knows the
-    model's ceiling. Set on the instance, for the reason given in `photo_input`.
+    Gradio's own check meets text or a list with a TypeError and no message a visitor can read;
+    the handlers' checks (matching.checked_threshold, the face number's) say what is wrong, and
+    know the model's ceiling. Set on the instance, for the reason given in `photo_input`.
     """
     component.preprocess = lambda payload: payload
     return component
@@ -113,15 +137,15 @@ def _detect_tab(h: Handlers, examples: Sequence[Path]) -> DetectTab:
     demo = h.demo
     # The slider stops at the model's ceiling: beyond it, strangers would be named as enrolled people.
     ceiling = model_spec(demo.model_id).max_threshold
-    with gr.Tab("Detect vs Recognize", id="detect"):
-        gr.Markdown(notice.DIFFERENCE)
+    with gr.Tab("Photo", id="detect"):
+        gr.Markdown(notice.LEDE, elem_id="lede")
         with gr.Row():
             photo = photo_input(
                 label="Photo", type="filepath", sources=["upload", "webcam", "clipboard"],
                 height=320, elem_id="photo",
             )
             with gr.Column():
-                threshold = threshold_input(gr.Slider(
+                threshold = as_sent(gr.Slider(
                     0.0, ceiling, value=demo.threshold, step=0.01, elem_id="threshold",
                     label=f"Recognition threshold ({demo.model_id} distance)",
                     info=(
@@ -142,6 +166,7 @@ def _detect_tab(h: Handlers, examples: Sequence[Path]) -> DetectTab:
                 gallery = gr.Examples(
                     [[str(p)] for p in examples], inputs=[photo], api_visibility="private", elem_id="examples",
                     label="Examples (public-domain photos shipped with scikit-image and matplotlib): click one",
+                    example_labels=[notice.example_title(p) for p in examples],
                 ) if examples else None
         with gr.Row():
             detection_image = gr.Image(
@@ -154,6 +179,7 @@ def _detect_tab(h: Handlers, examples: Sequence[Path]) -> DetectTab:
             )
         summary = gr.Markdown(elem_id="summary")
         table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="faces-table", label="Faces")
+        gr.Markdown(notice.DIFFERENCE, elem_id="difference")
         # Per browser session; dropped after 15 minutes so that photos and names do not linger in memory.
         shown = gr.State(None, time_to_live=900)
         outputs = [detection_image, recognition_image, table, summary, shown]
@@ -192,6 +218,24 @@ def _enrol_tab(h: Handlers) -> None:
         go.click(
             h.enroll, [name, photos, consent], [verdicts, receipt, subject, token, name, photos, consent],
             **MODEL_EVENTS, **UI_ONLY,
+        )
+        with gr.Accordion("From a group photo: click your face", open=False, elem_id="group-enrol"):
+            gr.Markdown(
+                "Add a photo with other people in it and click your own face. Only that face is turned into "
+                "a template and stored; the other faces are not analysed and nothing of them is kept. "
+                "The name and consent above apply."
+            )
+            group_photo = photo_input(
+                label="Group photo", type="filepath", sources=["upload", "clipboard"], height=360,
+                elem_id="group-photo",
+            )
+            point = gr.State(None)
+            chosen = gr.Markdown("No face chosen yet: click your face in the photo.", elem_id="group-chosen")
+            group_go = gr.Button("Enrol the face I clicked", variant="primary", elem_id="group-enrol-button")
+        group_photo.select(h.pick_face, None, [point, chosen], **UI_ONLY)
+        group_go.click(
+            h.enroll_face, [name, group_photo, point, consent],
+            [verdicts, receipt, subject, token, name, group_photo, consent, point], **MODEL_EVENTS, **UI_ONLY,
         )
 
 
@@ -283,10 +327,11 @@ def _api_endpoints(h: Handlers) -> None:
     """The named endpoints for gradio_client, on hidden components (the page has no use for them)."""
     with gr.Column(visible=False):
         photo = photo_input(type="filepath", label="photo")
-        threshold = threshold_input(gr.Number(None, label="threshold"))
+        threshold = as_sent(gr.Number(None, label="threshold"))
         name = gr.Textbox(label="name")
         photos = gr.File(file_count="multiple", type="filepath", label="photos")
         consent = gr.Checkbox(label="consent")
+        face = as_sent(gr.Number(None, label="face", precision=0))
         subject_id = gr.Textbox(label="subject_id")
         token = gr.Textbox(label="token")
         result = gr.JSON(label="result")
@@ -294,6 +339,7 @@ def _api_endpoints(h: Handlers) -> None:
             ("detect", h.api_detect, [photo], MODEL_EVENTS),
             ("recognize", h.api_recognize, [photo, threshold], MODEL_EVENTS),
             ("enroll", h.api_enroll, [name, photos, consent], MODEL_EVENTS),
+            ("enroll_face", h.api_enroll_face, [name, photo, face, consent], MODEL_EVENTS),
             ("forget", h.forget, [subject_id, token], {}),
             ("export", h.export, [subject_id, token], {}),
         ):
