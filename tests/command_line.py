@@ -28,7 +28,9 @@ class Ran:
 # Settings that never reach the pipeline. Any other setting (threshold, max_faces, one added later)
 # left at its default, and a known model: then the session's pipeline of that model is the same.
 NOT_THE_PIPELINES = {"data_dir", "master_key", "admin_token", "retention_days", "key_rotation_days",
-                     "max_image_bytes", "max_image_pixels", "max_enrol_photos", "database_url"}
+                     "max_image_bytes", "max_image_pixels", "max_enrol_photos", "database_url",
+                     "album_max_photos", "album_max_bytes", "album_max_pixels", "album_max_seconds",
+                     "album_max_ratio"}
 
 
 def has_default_pipeline(config: Config) -> bool:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facedemo.album import AlbumLimits
 from facedemo.detection import DEFAULT_DETECTOR, DetectorError
 from facedemo.embedding import ModelUnavailable
 from facedemo.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
@@ -76,6 +77,13 @@ class Config:
     max_enrol_photos: int = 10
     # The shared vault on PostgreSQL (postgresql://...) for several replicas; None: SQLite in data_dir.
     database_url: str | None = field(default=None, repr=False)
+    # Albums (facedemo.album): photos, encoded bytes (a zip's members inflated), decoded pixels and
+    # seconds of analysis per album; one zip member may inflate at most album_max_ratio times.
+    album_max_photos: int = 200
+    album_max_bytes: int = 1 << 30
+    album_max_pixels: int = 2_000_000_000
+    album_max_seconds: float = 600.0
+    album_max_ratio: float = 100.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -94,6 +102,11 @@ class Config:
             max_image_pixels=_number(env, "FACEDEMO_MAX_IMAGE_PIXELS", cls.max_image_pixels, int, 4096),
             max_faces=_number(env, "FACEDEMO_MAX_FACES", cls.max_faces, int, 1, 1000),
             max_enrol_photos=_number(env, "FACEDEMO_MAX_ENROL_PHOTOS", cls.max_enrol_photos, int, 1, 100),
+            album_max_photos=_number(env, "FACEDEMO_ALBUM_MAX_PHOTOS", cls.album_max_photos, int, 1, 10000),
+            album_max_bytes=_number(env, "FACEDEMO_ALBUM_MAX_BYTES", cls.album_max_bytes, int, 1024),
+            album_max_pixels=_number(env, "FACEDEMO_ALBUM_MAX_PIXELS", cls.album_max_pixels, int, 4096),
+            album_max_seconds=_number(env, "FACEDEMO_ALBUM_MAX_SECONDS", cls.album_max_seconds, float, 1.0, 86400.0),
+            album_max_ratio=_number(env, "FACEDEMO_ALBUM_MAX_RATIO", cls.album_max_ratio, float, 1.0, 10000.0),
         )
 
     def pipeline(self) -> Pipeline:
@@ -107,3 +120,11 @@ class Config:
             raise ConfigError(f"FACEDEMO_MODEL: {exc}") from None
         except DetectorError as exc:
             raise ConfigError(f"FACEDEMO_DETECTOR: {exc}") from None
+
+    def album_limits(self) -> AlbumLimits:
+        """The limits of one album (facedemo.album.AlbumLimits), each photo also within the image limits."""
+        return AlbumLimits(
+            max_photos=self.album_max_photos, max_bytes=self.album_max_bytes, max_ratio=self.album_max_ratio,
+            max_pixels=self.album_max_pixels, max_seconds=self.album_max_seconds,
+            image_max_bytes=self.max_image_bytes, image_max_pixels=self.max_image_pixels,
+        )
