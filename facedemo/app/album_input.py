@@ -172,7 +172,7 @@ def _photo_name(name: str) -> None:
     if suffix == ".zip":
         raise _Refused("a zip inside the album: not opened (put its photos in the album itself)")
     if suffix not in PHOTO_SUFFIXES:
-        raise _Refused(f"not a photo (by its name): {', '.join(sorted(s.lstrip('.') for s in PHOTO_SUFFIXES))} are read")
+        raise _Refused("not a photo by its name (JPEG, PNG, WebP, GIF, BMP, TIFF and PGM/PPM files are read)")
 
 
 def read_zip(file: str | os.PathLike | BinaryIO, limits: AlbumLimits, collector: _Collector | None = None) -> AlbumInput:
