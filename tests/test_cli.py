@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from privacy.keys import generate_master_key
+from tests.engine import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,3 +161,23 @@ def test_the_in_process_cli_shares_a_pipeline_only_for_default_settings(pipeline
         assert Config(model="dlib_resnet_v1").pipeline() is pipelines["dlib_resnet_v1"]
         own = replace(Config(), threshold=0.3).pipeline()
         assert own is not pipelines[Config.model] and own.threshold == 0.3
+
+
+def test_enroll_with_face_stores_only_that_face_of_a_group_photo(run_cli, tmp_path, astronaut, grace_hopper):
+    group = tmp_path / "group.png"
+    Image.fromarray(compose(astronaut, grace_hopper)).save(group)
+    env = {"FACEDEMO_MASTER_KEY": generate_master_key()}
+    data = ["--data-dir", tmp_path / "vault"]
+    enrolled = run_cli(*data, "enroll", "Grace Hopper", group, "--face", "2", "--consent", env=env)
+    assert enrolled.code == 0, enrolled.err
+    receipt = json.loads(enrolled.out)
+    assert receipt["photos"][0]["reason"] == "accepted (face 2 of 2; the other faces were not used)"
+    assert set(receipt["templates_stored"].values()) == {1}
+    found = json.loads(run_cli(*data, "identify", group, "--json", env=env).out)
+    assert [f["identity"] for f in found["faces"]] == [None, "Grace Hopper"]
+
+
+def test_enroll_with_face_and_two_photos_is_one_error_line(run_cli, tmp_path, astronaut_file):
+    result = run_cli("--data-dir", tmp_path, "enroll", "Eileen", astronaut_file, astronaut_file, "--face", "1",
+                     "--consent", env={"FACEDEMO_MASTER_KEY": generate_master_key()})
+    assert_one_error_line(result, "exactly one photo")
