@@ -7,6 +7,7 @@ coordinates refer to when the array given is already a smaller copy (see `fit`).
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,6 +35,19 @@ DISPLAY_MAX_SIDE = 1280
 def fit(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
     """The photo shrunk so that its long side is at most `max_side` pixels (unchanged when it already is)."""
     return np.asarray(_canvas(image, max_side, None)[0])
+
+
+def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """An H x W x 3 uint8 RGB image as JPEG bytes (no metadata)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def from_jpeg(data: bytes) -> np.ndarray:
+    """The H x W x 3 uint8 RGB image of JPEG bytes made by `jpeg`."""
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
 
 
 def detection_label(number: int, face: Face) -> str:

@@ -541,3 +541,12 @@ def test_a_face_cut_by_the_photos_edge_has_its_box_clipped_and_marked(handlers, 
     box = rows[0][-1]
     assert box.endswith(" (cut by the edge)")
     assert int(box.split(", ")[0]) == 0
+
+
+def test_a_session_keeps_a_display_sized_compressed_copy_of_a_large_photo(handlers, workdir, astronaut):
+    large = workdir / "large.png"
+    Image.fromarray(astronaut).resize((3000, 3000)).save(large)
+    *_, shown = handlers.analyse(str(large), None, False)
+    assert max(shown.image.shape[:2]) == 1280
+    assert len(shown.photo) < 0.1 * 1280 * 1280 * 3  # a tenth of the raw display-sized pixels, at most
+    assert (shown.analysis.width, shown.analysis.height) == (3000, 3000)

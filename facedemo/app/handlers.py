@@ -40,11 +40,28 @@ SUBJECT_HEADERS = ["subject id", "name", "created", "expires", "templates"]
 @dataclass(frozen=True)
 class Shown:
     """The photo last analysed in one browser session and its analysis, kept so that a new
-    threshold or blur choice is re-decided and re-drawn without running any model."""
+    threshold or blur choice is re-decided and re-drawn without running any model.
 
-    image: np.ndarray  # H x W x 3 uint8 RGB, shrunk for display (render.fit); the analysis has the full size
+    The photo is kept display-sized (render.fit) and JPEG-compressed, about 0.1-0.3 MB instead of
+    3 MB, because every open browser session holds one until its state expires (15 minutes).
+    """
+
+    photo: bytes  # the display-sized photo as JPEG; the analysis has the full size
     analysis: Analysis
     detector: str | None = None  # the detector that found the faces ("mtcnn", "yunet"), named in the summary
+
+    @classmethod
+    def of(cls, image: np.ndarray, analysis: Analysis, detector: str | None = None) -> Shown:
+        """What a session keeps of `image` (H x W x 3 uint8 RGB, any size) and its analysis."""
+        return cls(render.jpeg(render.fit(image)), analysis, detector)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The display-sized photo, H x W x 3 uint8 RGB."""
+        return render.from_jpeg(self.photo)
+
+    def redecided(self, analysis: Analysis) -> Shown:
+        return Shown(self.photo, analysis, self.detector)
 
 
 def _refusal(message: str) -> gr.Error:
@@ -150,9 +167,8 @@ class Handlers:
             raise _refusal("Please add a photo first: upload a file, use the webcam or paste from the clipboard.")
         with self._using(photo):
             image = self.demo.load_image(photo)
-        # The session keeps only a display-sized copy: a 40-megapixel upload would otherwise sit in memory.
         detector = detector or self.demo.detector_id
-        shown = Shown(render.fit(image), self.demo.analyse(image, threshold, detector), detector)
+        shown = Shown.of(image, self.demo.analyse(image, threshold, detector), detector)
         return self._present(shown, blur)
 
     @_user_errors
@@ -163,14 +179,15 @@ class Handlers:
         no model runs, and nobody deleted since is named. Empty before any photo."""
         if shown is None:
             return None, None, [], "", None
-        return self._present(Shown(shown.image, self.demo.redecide(shown.analysis, threshold), shown.detector), blur)
+        return self._present(shown.redecided(self.demo.redecide(shown.analysis, threshold)), blur)
 
     def _present(self, shown: Shown, blur: bool) -> tuple[np.ndarray, np.ndarray, list[list], str, Shown]:
         faces = shown.analysis.faces
         size = (shown.analysis.width, shown.analysis.height)
         hidden = render.unknown_flags(faces) if blur else None
-        detection = render.draw_detection(shown.image, [fa.face for fa in faces], blur=hidden, source_size=size)
-        recognition = render.draw_recognition(shown.image, faces, blur_unknown=blur, source_size=size)
+        image = shown.image
+        detection = render.draw_detection(image, [fa.face for fa in faces], blur=hidden, source_size=size)
+        recognition = render.draw_recognition(image, faces, blur_unknown=blur, source_size=size)
         summary = self.summary(shown.analysis, shown.detector)
         return detection, recognition, self.face_rows(shown.analysis), summary, shown
 
