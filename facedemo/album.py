@@ -249,7 +249,7 @@ def analyse_album(
             except ImageError as exc:
                 refused.append(Refusal(printable(name), str(exc)))
         if image is not None and pixels + image.shape[0] * image.shape[1] > limits.max_pixels:
-            stop = f"not analysed: the album's limit of {limits.max_pixels / 1e6:,.0f} megapixels in all was reached"
+            stop = f"not analysed: the album's limit of {limits.max_pixels / 1e6:,g} megapixels in all was reached"
         if stop is not None:
             refused.append(Refusal(printable(name), stop))
         elif image is not None:
