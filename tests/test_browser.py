@@ -27,7 +27,7 @@ LAUNCH_ARGS = [
     "--no-first-run",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no DNS lookups: everything is local
 ]
-TABS = ["Photo", "Enrol", "My data", "How it works"]
+TABS = ["Photo", "Album", "Enrol", "My data", "How it works"]
 # Long enough for a model call on 2 busy cores; a healthy run needs a fraction of it.
 WAIT_MS = 60_000
 

@@ -492,7 +492,7 @@ def test_audit_status_says_the_log_verifies(handlers):
 def test_the_page_builds_with_every_tab(handlers, examples):
     page = ui.build(handlers, list(examples.values()))
     tabs = [block.label for block in page.blocks.values() if isinstance(block, gr.Tab)]
-    assert tabs == ["Photo", "Enrol", "My data", "How it works"]
+    assert tabs == ["Photo", "Album", "Enrol", "My data", "How it works"]
 
 
 def markdown_texts(page: gr.Blocks) -> list[str]:

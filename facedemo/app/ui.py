@@ -13,6 +13,8 @@ from typing import Any
 import gradio as gr
 
 from facedemo.app import notice
+from facedemo.app.album_handlers import PEOPLE_HEADERS, PHOTO_HEADERS, AlbumHandlers
+from facedemo.app.albums import KEEP_SECONDS
 from facedemo.app.handlers import DETECTOR_NAMES, SUBJECT_HEADERS, TABLE_HEADERS, VERDICT_HEADERS, Handlers
 from facedemo.app.service import CONSENT_TEXT, CONSENT_VERSION
 from facedemo.embedding import model_spec
@@ -37,7 +39,7 @@ PAGE_CSS = """
 PAGE_WORDS = gr.I18n(en={
     "common.upload": "Upload a photo",
     "upload_text.drop_image": "Drop a photo here",
-    "upload_text.click_to_upload": "or click to choose one",
+    "upload_text.click_to_upload": "click to choose",
     "upload_text.drop_file": "Drop photos here",
     "upload_text.paste_clipboard": "Paste a photo",
 })
@@ -117,7 +119,8 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
     with gr.Blocks(title="facedemo: face detection vs recognition", delete_cache=(600, 900)) as page:
         # First, so that they get these names: gradio names the page's private events after their
         # functions too, and would give a later endpoint a suffix ("enroll_1").
-        _api_endpoints(h)
+        albums = AlbumHandlers(h.demo, h.uploads)
+        _api_endpoints(h, albums)
         gr.Markdown("# Face detection vs face recognition")
         if h.demo.dev_mode:
             gr.Markdown(
@@ -126,6 +129,7 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
                 elem_id="dev-mode",
             )
         detect = _detect_tab(h, examples)
+        _album_tab(albums)
         _enrol_tab(h)
         _my_data_tab(h, detect)
         audit = _how_it_works_tab(h)
@@ -189,6 +193,46 @@ def _detect_tab(h: Handlers, examples: Sequence[Path]) -> DetectTab:
         if gallery is not None:
             gallery.load_input_event.then(h.analyse, [photo, threshold, blur, detector], outputs, **MODEL_EVENTS, **UI_ONLY)
     return DetectTab(shown, threshold, blur, outputs)
+
+
+def _album_tab(a: AlbumHandlers) -> None:
+    with gr.Tab("Album", id="album"):
+        gr.Markdown(
+            "For photos of an event: add many photos (or one zip). Every face is found and recognised; "
+            "people who enrolled (and so consented) stay sharp, everyone else is hidden in the download. "
+            "Unknown faces are grouped by person for this page only: nothing about them is stored."
+        )
+        with gr.Row():
+            with gr.Column():
+                files = gr.File(
+                    label="Photos or one zip", file_count="multiple", file_types=[*PHOTO_TYPES, ".zip"],
+                    type="filepath", elem_id="album-files",
+                )
+                go = gr.Button("Analyse the album", variant="primary", elem_id="album-button")
+            with gr.Column():
+                summary = gr.Markdown("The album's summary will appear here.", elem_id="album-summary")
+                me = gr.Dropdown(
+                    choices=[], label="These unknown faces are me: keep them sharp", elem_id="album-me",
+                    info="Only for your own face: everyone else who is not enrolled stays hidden.",
+                )
+                with gr.Row():
+                    download_go = gr.Button("Make the anonymised zip", elem_id="album-download-button")
+                    clear_go = gr.Button("Drop the photos now", elem_id="album-clear")
+                ready = gr.Markdown(elem_id="album-ready")
+                download = gr.File(label="Anonymised album", interactive=False, elem_id="album-zip")
+        sheet = gr.Gallery(label="Contact sheet", columns=4, height="auto", elem_id="album-sheet",
+                           allow_preview=True, buttons=[])
+        with gr.Row():
+            photos = gr.Dataframe(headers=PHOTO_HEADERS, interactive=False, label="Photos", elem_id="album-photos")
+            people = gr.Dataframe(headers=PEOPLE_HEADERS, interactive=False, label="Enrolled people found",
+                                  elem_id="album-people")
+        strips = gr.Gallery(label="Unknown people (for this page only)", columns=1, height="auto",
+                            elem_id="album-unknown", buttons=[])
+        state = gr.State(None, time_to_live=KEEP_SECONDS)
+        go.click(a.analyse, [files, state], [sheet, photos, people, strips, summary, me, state],
+                 **MODEL_EVENTS, **UI_ONLY).then(lambda: None, None, files, **UI_ONLY)
+        download_go.click(a.download, [state, me], [download, ready], **MODEL_EVENTS, **UI_ONLY)
+        clear_go.click(a.forget, [state], [state, ready], **UI_ONLY)
 
 
 def _enrol_tab(h: Handlers) -> None:
@@ -323,7 +367,7 @@ def _hidden() -> dict:
     return gr.update(visible=False)
 
 
-def _api_endpoints(h: Handlers) -> None:
+def _api_endpoints(h: Handlers, albums: AlbumHandlers) -> None:
     """The named endpoints for gradio_client, on hidden components (the page has no use for them)."""
     with gr.Column(visible=False):
         photo = photo_input(type="filepath", label="photo")
@@ -335,7 +379,13 @@ def _api_endpoints(h: Handlers) -> None:
         subject_id = gr.Textbox(label="subject_id")
         token = gr.Textbox(label="token")
         result = gr.JSON(label="result")
+        zipped = gr.File(label="zip")
+        gr.Button(visible=False).click(
+            albums.api_anonymize, [photos], zipped, api_name="anonymize",
+            api_description=albums.api_anonymize.__doc__, **MODEL_EVENTS,
+        )
         for api_name, fn, inputs, extra in (
+            ("album", albums.api_album, [photos], MODEL_EVENTS),
             ("detect", h.api_detect, [photo], MODEL_EVENTS),
             ("recognize", h.api_recognize, [photo, threshold], MODEL_EVENTS),
             ("enroll", h.api_enroll, [name, photos, consent], MODEL_EVENTS),
