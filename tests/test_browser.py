@@ -327,3 +327,25 @@ def test_how_it_works_says_whether_the_audit_log_verifies(page):
     expect(page.locator("#audit")).to_contain_text("Audit log verifies: yes.")
     assert "MTCNN" in page.content()
     snapshot(page, "how-it-works")
+
+
+def test_an_album_is_analysed_and_downloaded_anonymised(page, examples, tmp_path):
+    import zipfile
+
+    open_tab(page, "Album")
+    page.locator("#album-files input[type=file]").set_input_files(
+        [examples["group"], examples["astronaut"], examples["grace_hopper"]]
+    )
+    expect(page.locator("#album-files")).to_contain_text("grace_hopper")
+    page.click("#album-button")
+    expect(page.locator("#album-summary")).to_contain_text("3 photos analysed")
+    expect(page.locator("#album-sheet img")).to_have_count(3)
+    expect(page.locator("#album-files")).not_to_contain_text("grace_hopper")  # the uploads are gone
+    page.click("#album-download-button")
+    expect(page.locator("#album-ready")).to_contain_text("4 faces hidden")
+    with page.expect_download() as download:
+        page.locator("#album-zip [data-testid=download-link]").click()
+    with zipfile.ZipFile(download.value.path()) as archive:
+        names = archive.namelist()
+    assert "manifest.json" in names and len(names) == 4
+    snapshot(page, "album")
