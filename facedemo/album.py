@@ -164,8 +164,9 @@ class Album:
         return replace(self, photos=photos)
 
     def to_dict(self, include_subject_id: bool = False) -> dict:
-        """JSON-ready: per photo its faces (as FaceAnalysis.to_dict, plus `cluster`), the people, the
-        clusters (faces as file and face number from 1) and the refused files. No embedding is in it;
+        """JSON-ready: per photo its faces (as FaceAnalysis.to_dict, plus `cluster`) and those beyond the
+        per-photo limit (`faces_not_analysed`: as Face.to_dict), the people, the clusters (faces as file
+        and face number from 1) and the refused files. No embedding is in it;
         `subject_id` only for callers holding the vault themselves (as FaceAnalysis.to_dict)."""
         def ref(r: FaceRef) -> dict:
             return {"file": self.photos[r.photo].name, "face": r.face + 1}
@@ -188,7 +189,7 @@ class Album:
                     "height": p.analysis.height,
                     "faces": [{**fa.to_dict(include_subject_id), "cluster": c}
                               for fa, c in zip(p.analysis.faces, p.clusters)],
-                    "faces_skipped": [face.to_dict() for face in p.unanalysed],
+                    "faces_not_analysed": [face.to_dict() for face in p.unanalysed],
                 }
                 for p in self.photos
             ],

@@ -145,3 +145,11 @@ def test_the_photos_pixels_are_shown_to_on_photo_while_in_memory(pipeline, photo
     seen = []
     analyse_album(pipeline, photos[:2], on_photo=lambda i, image, p: seen.append((i, image.shape, p.name)))
     assert seen == [(0, (512, 512, 3), "collins_nasa_portrait_a.jpg"), (1, (699, 1024, 3), "catherine_coleman_onboard.jpg")]
+
+
+@pytest.mark.slow
+def test_the_benchmarks_album_row_counts_faces_per_second(pipeline):
+    from facedemo.tools.bench import album_figures
+
+    row = album_figures(pipeline, photos=3)
+    assert row["photos"] == 3 and row["faces"] >= 3 and row["faces_per_s"] > 0 and row["anonymise_s"] > 0

@@ -137,16 +137,19 @@ def enrolled_gallery(pipeline: Pipeline, labelled: LabelledAlbum) -> tuple[Galle
 
 def hiding_figures(pipeline: Pipeline, labelled: LabelledAlbum, album: Album, gallery: Gallery) -> dict:
     """Every face of `album` (analysed with nobody enrolled) hidden; faces named against `gallery` in the
-    originals, in the published photos, and at the hidden faces' original landmarks."""
+    originals, in the published photos, and at the hidden faces' original landmarks. Also how often a
+    labelled hidden face's nearest enrolled person is still its own (by chance: 1 / people enrolled):
+    a distance above the threshold that still points at the right person would be a leak."""
     spec = model_spec(pipeline.model_id)
     rule = Rule.of(spec, pipeline.threshold)
     originals = [data for _, data in labelled.photos]
     data, _ = anonymise_album(album, originals, limits=AlbumLimits(max_photos=len(originals)))
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         outputs = {photo.name: archive.read(n) for photo, n in zip(album.photos, archive.namelist())}
-    before = after = at_landmarks = hidden = 0
+    labels = truth(album, labelled)
+    before = after = at_landmarks = hidden = own = own_of = 0
     nearest_hidden = []
-    for photo in album.photos:
+    for p, photo in enumerate(album.photos):
         faces = [fa.face for fa in photo.analysis.faces]
         if not faces:
             continue
@@ -154,9 +157,15 @@ def hiding_figures(pipeline: Pipeline, labelled: LabelledAlbum, album: Album, ga
         published = load(outputs[photo.name])
         before += sum(fa.decision.accepted for fa in pipeline.analyse(load(originals[photo.source]), gallery).faces)
         after += sum(fa.decision.accepted for fa in pipeline.analyse(published, gallery).faces)
-        decisions = decide(nearest(pipeline.embed(published, faces), gallery, spec), rule)
+        candidates = nearest(pipeline.embed(published, faces), gallery, spec)
+        decisions = decide(candidates, rule)
         at_landmarks += sum(d.accepted for d in decisions)
         nearest_hidden += [d.distance for d in decisions if d.distance is not None]
+        for f, options in enumerate(candidates):
+            person = labels.get(FaceRef(p, f))
+            if person is not None and person in gallery.names and options:
+                own_of += 1
+                own += options[0].name == person
     return {
         "faces_hidden": hidden,
         "named_in_originals": before,
@@ -164,6 +173,9 @@ def hiding_figures(pipeline: Pipeline, labelled: LabelledAlbum, album: Album, ga
         "named_at_original_landmarks": at_landmarks,
         "nearest_distance_after_hiding": round(min(nearest_hidden), 3) if nearest_hidden else None,
         "threshold": pipeline.threshold,
+        "nearest_is_own_person": own,
+        "of_labelled_faces": own_of,
+        "by_chance": round(own_of / len(gallery), 1) if len(gallery) else None,
     }
 
 
