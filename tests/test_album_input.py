@@ -184,6 +184,12 @@ def test_folder_is_read_with_subfolders_and_links_refused(tmp_path):
     assert reasons(album) == {"link.jpg": "a link: not followed", "linked": "a link: not followed"}
 
 
+def test_a_fifo_named_like_a_photo_is_refused_without_waiting_for_a_writer(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    album = read_album([tmp_path / "pipe.jpg"], LIMITS)
+    assert reasons(album) == {"pipe.jpg": "not a regular file"}
+
+
 def test_uploaded_photos_and_a_zip_are_read_together(tmp_path):
     photo = tmp_path / "one.jpg"
     photo.write_bytes(jpeg())

@@ -140,7 +140,8 @@ def _read_file(path: Path, shown: str, collector: _Collector, follow: bool) -> N
             raise _Refused("file not found")
         _photo_name(shown)
         collector.check_room()
-        flags = os.O_RDONLY | (0 if follow else os.O_NOFOLLOW)
+        # O_NONBLOCK: opening a FIFO named like a photo would otherwise wait for a writer forever.
+        flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
         try:
             fd = os.open(path, flags)
         except FileNotFoundError:
