@@ -201,7 +201,8 @@ class AlbumHandlers:
             lines.append(
                 f"**Unknown:** {faces - named} face{'s' if faces - named != 1 else ''}, "
                 f"{len(album.clusters)} different {'people' if len(album.clusters) != 1 else 'person'} by "
-                f"appearance" + (f" ({ungrouped} too small, blurred or turned to group)" if ungrouped else "") +
+                f"appearance" + (f" ({ungrouped} not grouped: too small, blurred or turned, or beyond the "
+                                 "faces analysed per photo)" if ungrouped else "") +
                 ". They are hidden in the download; choose which unknown person is you to keep your own face.")
         if album.refused:
             listed = "\n".join(f"- {_code(r.name)}: {r.reason}" for r in album.refused[:LISTED_REFUSALS])
