@@ -190,6 +190,23 @@ def explainer(
     return np.asarray(canvas)
 
 
+def face_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], width: int = 960) -> np.ndarray:
+    """One picture with a row per (caption, face thumbnails): the caption above, the thumbnails
+    (each T x T x 3 uint8) side by side below it, as many as fit in `width` pixels. H x width x 3."""
+    font = _font(18)
+    side = max((t.shape[0] for _, thumbs in rows for t in thumbs), default=64)
+    gap, caption = 4, 26
+    per_row = max(1, (width + gap) // (side + gap))
+    canvas = Image.new("RGB", (width, max(1, len(rows) * (caption + side + 2 * gap))), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for n, (text, thumbs) in enumerate(rows):
+        top = n * (caption + side + 2 * gap)
+        draw.text((0, top + 2), text, font=font, fill=(0, 0, 0))
+        for k, thumb in enumerate(thumbs[:per_row]):
+            canvas.paste(Image.fromarray(thumb), (k * (side + gap), top + caption))
+    return np.asarray(canvas)
+
+
 # ----------------------------------------------------------------------------------- internals
 
 

@@ -183,3 +183,14 @@ def test_a_tag_never_covers_another_face():
     labels = render.place_labels(boxes, ["1 Somebody with a long name 0.42", "2 Unknown 0.90"], (1280, 720))
     for n, label in enumerate(labels):
         assert not render._overlaps(label.rect, boxes[1 - n])
+
+
+def test_face_rows_give_each_group_a_captioned_row_of_its_thumbnails():
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 255
+    out = render.face_rows([("person 1", [red, red]), ("person 2", [red])], width=400)
+    assert out.shape == (2 * (26 + 64 + 8), 400, 3)
+    row = 26 + 64 + 8
+    assert colour_count(out[26:90], (255, 0, 0)) == 2 * 64 * 64
+    assert colour_count(out[row + 26:row + 90], (255, 0, 0)) == 64 * 64
+    assert colour_count(out[:26], (0, 0, 0)) > 0  # the caption

@@ -32,7 +32,7 @@ PHOTO_HEADERS = ["photo", "file", "faces", "enrolled people", "unknown", "unknow
 PEOPLE_HEADERS = ["name", "photos", "faces", "files"]
 # Long side of each contact-sheet picture, in pixels: boxes and names readable, 200 of them light to send.
 CONTACT_SIDE = 320
-# Face thumbnails in a cluster's strip: side in pixels, and how many faces a strip shows.
+# Face thumbnails of an unknown person: side in pixels, and how many are shown.
 THUMB_SIDE = 64
 STRIP_FACES = 8
 # Refusal reasons listed in the summary; the rest are counted.
@@ -98,14 +98,14 @@ class AlbumHandlers:
 
     def analyse(
         self, files: str | list[str] | None, state: AlbumState | None = None, progress: gr.Progress = gr.Progress(),
-    ) -> tuple[list[tuple[np.ndarray, str]], list[list], list[list], list[tuple[np.ndarray, str]], str, Any,
+    ) -> tuple[list[tuple[np.ndarray, str]], list[list], list[list], np.ndarray | None, str, Any,
                AlbumState | None]:
         """Analyse an album: photo files and/or zip files (paths from gr.File(file_count="multiple")).
 
         Returns, for the page: the contact sheet (gr.Gallery: each photo at most CONTACT_SIDE px with
         boxes and names, captioned), one row per photo (gr.Dataframe, PHOTO_HEADERS), one row per
-        enrolled person found (PEOPLE_HEADERS), one strip of face thumbnails per unknown person
-        (gr.Gallery, captioned "unknown person N: ..."), a summary in Markdown with every file not used
+        enrolled person found (PEOPLE_HEADERS), a picture with a row of face thumbnails per unknown
+        person, captioned "unknown person N: ..." (gr.Image; None when there is none), a summary in Markdown with every file not used
         and why, the choices of "these faces are me" (a gr.Dropdown update: NOBODY, then each unknown
         person's number) and the new state (gr.State). The previous `state`'s photos are dropped.
         Refused: empty outputs, the reason in the summary, state None.
@@ -128,13 +128,15 @@ class AlbumHandlers:
             photos = self._read(_files(files))
             album = self.albums.analyse(photos, progress=report, on_photo=look)
         except (*ALBUM_ERRORS, UploadGone) as exc:
-            return [], [], [], [], f"**Not analysed.** {_sentence(exc)}", gr.update(choices=[], value=None), None
+            return [], [], [], None, f"**Not analysed.** {_sentence(exc)}", gr.update(choices=[], value=None), None
         new_state = AlbumState(self.albums.hold(photos), album) if album.photos else None
-        strips = [(_strip([thumbs[r] for r in c.faces[:STRIP_FACES] if r in thumbs]),
-                   f"unknown person {c.number}: {len(c.faces)} face{'s' if len(c.faces) != 1 else ''} in "
-                   f"{len(c.photos())} photo{'s' if len(c.photos()) != 1 else ''}")
-                  for c in album.clusters]
-        return (sheets, self.photo_rows(album), self.people_rows(album), strips, self.summary(album),
+        unknown = render.face_rows([
+            (f"unknown person {c.number}: {len(c.faces)} face{'s' if len(c.faces) != 1 else ''} in "
+             f"{len(c.photos())} photo{'s' if len(c.photos()) != 1 else ''}",
+             [thumbs[r] for r in c.faces[:STRIP_FACES] if r in thumbs])
+            for c in album.clusters
+        ]) if album.clusters else None
+        return (sheets, self.photo_rows(album), self.people_rows(album), unknown, self.summary(album),
                 gr.update(choices=self.me_choices(album), value=NOBODY), new_state)
 
     @staticmethod
@@ -291,10 +293,3 @@ def _thumbnail(image: np.ndarray, box: tuple[float, float, float, float]) -> np.
     crop = Image.fromarray(image).crop((round(cx - side / 2), round(cy - side / 2),
                                         round(cx + side / 2), round(cy + side / 2)))
     return np.asarray(crop.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS))
-
-
-def _strip(thumbs: list[np.ndarray]) -> np.ndarray:
-    """Thumbnails side by side with a 2-pixel white gap."""
-    gap = np.full((THUMB_SIDE, 2, 3), 255, np.uint8)
-    parts = [part for thumb in thumbs for part in (thumb, gap)][:-1]
-    return np.concatenate(parts, axis=1) if parts else np.full((THUMB_SIDE, THUMB_SIDE, 3), 255, np.uint8)

@@ -226,8 +226,8 @@ def _album_tab(a: AlbumHandlers) -> None:
             photos = gr.Dataframe(headers=PHOTO_HEADERS, interactive=False, label="Photos", elem_id="album-photos")
             people = gr.Dataframe(headers=PEOPLE_HEADERS, interactive=False, label="Enrolled people found",
                                   elem_id="album-people")
-        strips = gr.Gallery(label="Unknown people (for this page only)", columns=1, height="auto",
-                            elem_id="album-unknown", buttons=[])
+        strips = gr.Image(label="Unknown people, grouped by appearance (for this page only)", interactive=False,
+                          elem_id="album-unknown", buttons=[])
         state = gr.State(None, time_to_live=KEEP_SECONDS)
         go.click(a.analyse, [files, state], [sheet, photos, people, strips, summary, me, state],
                  **MODEL_EVENTS, **UI_ONLY).then(lambda: None, None, files, **UI_ONLY)
