@@ -71,23 +71,19 @@ CREATE TABLE audit (
 """
 
 
-def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+def connect(path: Path, read_only: bool = False, check_header: bool = True) -> sqlite3.Connection:
     """Open the vault database at `path` (created empty, mode 0600, when absent) without writing to it.
 
     read_only: a connection that can never change the database or its WAL, not even by the
     checkpoint SQLite runs when the last read-write connection closes.
+    check_header: read the file's first bytes before SQLite opens it. Only where this process has no
+    connection to the file yet: closing any descriptor of a file drops every POSIX lock the process
+    holds on it, SQLite's included, and another process would then take this one's WAL for unused
+    and delete it (https://www.sqlite.org/howtocorrupt.html, section 2.2).
     Raises VaultError when the file is not an SQLite database, is an SQLite database of something
     else, or cannot be opened; such a file is left exactly as it was.
     """
-    if path.exists():
-        try:
-            with open(path, "rb") as f:
-                header = f.read(len(_SQLITE_HEADER))
-        except OSError as exc:
-            raise VaultError(f"cannot read the vault database {path}: {exc.strerror}") from None
-        if header and header != _SQLITE_HEADER:
-            raise VaultError(f"{path} is not an SQLite database; refusing to open or overwrite it")
-    else:
+    if not path.exists():
         try:
             # Created here rather than by SQLite so that it (and the -wal/-shm files SQLite gives the
             # same mode) is readable by the owner only.
@@ -98,6 +94,14 @@ def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
             raise VaultError(
                 f"cannot create the vault database {path}: {exc.strerror}; is the data directory writable?"
             ) from None
+    elif check_header:
+        try:
+            with open(path, "rb") as f:
+                header = f.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise VaultError(f"cannot read the vault database {path}: {exc.strerror}") from None
+        if header and header != _SQLITE_HEADER:
+            raise VaultError(f"{path} is not an SQLite database; refusing to open or overwrite it")
     try:
         # isolation_level=None: transactions are explicit (see `transaction`); one connection is shared by
         # the vault's threads under its lock, hence check_same_thread=False.
@@ -164,13 +168,13 @@ class SqliteStore:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path, read_only: bool = False) -> SqliteStore:
+    def open(cls, path: Path, read_only: bool = False, check_header: bool = True) -> SqliteStore:
         """The vault database at `path` (created empty, mode 0600, when absent); see `connect`.
 
         A writable store is configured for writing (WAL, secure_delete, full sync); VaultError when
         that fails, with the connection closed.
         """
-        conn = connect(path, read_only=read_only)
+        conn = connect(path, read_only=read_only, check_header=check_header)
         if not read_only:
             try:
                 configure(conn)
@@ -237,7 +241,8 @@ class SqliteStore:
     @contextlib.contextmanager
     def reader(self) -> Iterator[SqliteStore]:
         """A read-only connection of its own, in one snapshot: it never changes the database or its WAL."""
-        other = SqliteStore.open(self.path, read_only=True)
+        # This process holds the file open already: reading its header again would drop our locks.
+        other = SqliteStore.open(self.path, read_only=True, check_header=False)
         try:
             with other.snapshot():
                 yield other

@@ -201,3 +201,24 @@ def test_changes_by_another_connection_appear_in_an_open_vault(place):
     assert app.version > version
     app.close()
     cli.close()
+
+
+def test_another_process_reading_the_vault_never_deletes_this_ones_write_ahead_log(tmp_path):
+    # Closing any descriptor of the database file drops every POSIX lock this process holds on it:
+    # the other process would then think it was the last user and delete the WAL we still write to.
+    from privacy.store import DB_FILE_NAME
+
+    vault = Vault.open(tmp_path, master_key=generate_master_key())
+    try:
+        vault.enroll("First", {"test_model": random_templates(1)}, "v1", True)
+        assert vault.audit_verify(full=True).ok  # reads through a second, read-only connection
+        peek = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT count(*) FROM subjects'); c.close()"
+        subprocess.run([sys.executable, "-c", peek, str(tmp_path / DB_FILE_NAME)], check=True)
+        vault.enroll("Second", {"test_model": random_templates(2)}, "v1", True)
+        assert (tmp_path / f"{DB_FILE_NAME}-wal").exists()
+        count = "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM subjects').fetchone()[0])"
+        seen = subprocess.run([sys.executable, "-c", count, str(tmp_path / DB_FILE_NAME)], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        assert seen == "2"
+    finally:
+        vault.close()
