@@ -299,6 +299,12 @@ def _clusters(refs: list[FaceRef], embeddings: np.ndarray, metric: str, cut: flo
     return clusters
 
 
+# Names Windows opens as devices, whatever their suffix: "con.jpg" cannot be a file there.
+WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL"} | {f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10)}
+)
+
+
 def printable(name: str, limit: int = 120) -> str:
     """A file name as given, safe to show: control and invisible characters as '?', at most `limit`
     characters (the end kept: it holds the file's own name)."""
@@ -309,13 +315,16 @@ def printable(name: str, limit: int = 120) -> str:
 def safe_name(name: str) -> str:
     """A file name that is safe to write anywhere: the last part of `name` (after / or \\), characters
     other than letters, digits, '.', '-' and '_' as '_', no leading dot or dash, a stem of at most
-    MAX_STEM characters, the suffix in lower case; "photo" when nothing is left."""
+    MAX_STEM characters, '_' before a name Windows keeps for a device (CON, AUX, COM1...), the suffix
+    in lower case; "photo" when nothing is left."""
     base = re.split(r"[/\\]", unicodedata.normalize("NFC", str(name)))[-1]
     base = re.sub(r"[^\w.-]", "_", base).lstrip(".-")
     stem, dot, suffix = base.rpartition(".")
     if not dot or not stem:
         stem, suffix = base, ""
     stem = stem[:MAX_STEM].rstrip(".") or "photo"
+    if stem.split(".")[0].upper() in WINDOWS_DEVICES:
+        stem = f"_{stem}"
     suffix = re.sub(r"[^a-z0-9]", "", suffix.lower())[:10]
     return f"{stem}.{suffix}" if suffix else stem
 

@@ -209,6 +209,9 @@ def test_uploaded_photos_and_a_zip_are_read_together(tmp_path):
     ("Zoë <script>.jpg", "Zoë__script_.jpg"),
     ("..", "photo"),
     ("x" * 300 + ".jpeg", "x" * 80 + ".jpeg"),
+    ("con.jpg", "_con.jpg"),
+    ("COM1.tar.jpg", "_COM1.tar.jpg"),
+    ("console.jpg", "console.jpg"),
 ])
 def test_safe_names_keep_only_the_file_name_in_safe_characters(given, safe):
     assert safe_name(given) == safe
