@@ -210,9 +210,9 @@ def face_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], width: int = 960
 # ----------------------------------------------------------------------------------- internals
 
 
-# Tag text height as a fraction of the picture's long side: the page shows a 1280-px picture about
-# 360 px wide on a phone, where 1/32 of it is still 11 px of text, and about 20 px on a desktop.
-LABEL_TEXT_FRACTION = 1 / 32
+# Tag text height as a fraction of the picture's long side: the page shows a 1280-px picture 326 px
+# wide on a 390-px phone, where 1/28 of it is still 11.6 px of text, and about 21 px on a desktop.
+LABEL_TEXT_FRACTION = 1 / 28
 MIN_LABEL_TEXT_PX = 12
 
 

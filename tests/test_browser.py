@@ -161,7 +161,7 @@ def test_moving_the_threshold_re_decides_in_the_page(page, app, examples):
         expect(page.locator("#summary")).to_contain_text("at threshold 0.00")
 
 
-def test_a_file_that_is_not_an_image_is_explained_in_the_result_area_and_nothing_covers_the_inputs(page, tmp_path):
+def test_a_file_that_is_not_an_image_is_explained_by_the_button_and_nothing_covers_the_inputs(page, tmp_path):
     fake = tmp_path / "holiday.png"
     fake.write_bytes(b"these are not pixels")
     page.locator("#photo input[type=file]").set_input_files(str(fake))
@@ -169,6 +169,7 @@ def test_a_file_that_is_not_an_image_is_explained_in_the_result_area_and_nothing
     page.click("#analyse")
     expect(page.locator("#summary")).to_contain_text("Not an image format we can read")
     assert page.locator(".toast-body").count() == 0  # no message that vanishes after a few seconds
+    assert page.locator("#summary").bounding_box()["y"] < 900  # on the first screen, under the button
     assert page.locator("#photo img").is_visible()  # the input is still there to replace
     assert "Traceback" not in page.content()
 
@@ -223,6 +224,8 @@ def test_enrol_by_clicking_ones_face_in_a_group_photo(page, app, examples):
     expect(page.locator("#group-chosen")).to_contain_text("Chosen: the face at")
     page.click("#group-enrol-button")
     expect(page.locator("#receipt")).to_contain_text("Enrolled")
+    expect(page.locator("#group-note")).to_contain_text("Enrolled")  # by the button too
+    expect(page.locator("#group-chosen")).to_contain_text("No face chosen yet")
     assert table_rows(page, "verdicts")[0][2:] == ["yes", "accepted (face 1 of 2; the other faces were not used)"]
     subject_id = page.locator("#receipt-subject").get_by_role("textbox").input_value()
     token = page.locator("#receipt-token").get_by_role("textbox").input_value()

@@ -252,21 +252,27 @@ def test_clicking_a_group_photo_keeps_the_point_and_says_which_face_was_chosen(h
 def test_enrolling_the_clicked_face_of_the_group_example_stores_only_it(handlers, examples, face_demo):
     left = face_demo.detect(str(examples["group"])).faces[0].face
     point = [(left.box[0] + left.box[2]) / 2, (left.box[1] + left.box[3]) / 2]
-    rows, receipt, subject_id, token, name, photo, consent, chosen = handlers.enroll_face(
+    rows, receipt, subject_id, token, name, photo, consent, chosen, line, note = handlers.enroll_face(
         "Eileen Collins", str(examples["group"]), point, True
     )
     try:
         assert rows == [[1, "group.jpg", "yes", "accepted (face 1 of 2; the other faces were not used)"]]
         assert subject_id in receipt and (name, photo, consent, chosen) == ("", None, False, None)
+        assert line.startswith("No face chosen yet") and note.startswith("**Enrolled.**")
         _, _, faces, _, _ = handlers.analyse(str(examples["group"]), None, False)
         assert [row[1] for row in faces] == ["Eileen Collins", "Unknown"]
     finally:
         handlers.forget(subject_id, token)
 
 
-def test_enrolling_from_a_group_photo_without_a_click_asks_for_one(handlers, examples):
-    _, message, subject_id, *_ = handlers.enroll_face("Eileen Collins", str(examples["group"]), None, True)
+def test_enrolling_from_a_group_photo_without_a_click_asks_for_one_by_the_button(handlers, examples):
+    _, message, subject_id, *_, note = handlers.enroll_face("Eileen Collins", str(examples["group"]), None, True)
     assert message.startswith("**Not enrolled.** Please click your face") and subject_id == ""
+    assert note == f"⚠️ {message}"
+
+
+def test_a_click_that_carries_no_point_chooses_no_face(handlers):
+    assert handlers.pick_face(None) == (None, "No face chosen yet: click your face in the photo.")
 
 
 @pytest.mark.parametrize("face", ["abc", 1.5, None, True, float("inf")])

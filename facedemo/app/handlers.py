@@ -89,6 +89,7 @@ def _user_errors(handler: Callable) -> Callable:
     return wrapper
 
 
+NO_FACE_CHOSEN = "No face chosen yet: click your face in the photo."
 UPLOAD_GONE = "That photo is no longer on the server (each upload is deleted once it is used): please add it again."
 
 
@@ -276,34 +277,41 @@ class Handlers:
             False,
         )
 
-    def pick_face(self, event: gr.SelectData) -> tuple[list[float], str]:
+    def pick_face(self, event: gr.SelectData | None = None) -> tuple[list[float] | None, str]:
         """Where the person clicked in their group photo (x, y in the photo's pixels), and a line
         saying so. Nothing is sent but the point: the photo goes to the server only with "Enrol"."""
-        x, y = (float(v) for v in event.index)
+        clicked = _point(getattr(event, "index", None))
+        if clicked is None:
+            return None, NO_FACE_CHOSEN
+        x, y = clicked
         return [x, y], f"Chosen: the face at ({x:.0f}, {y:.0f}). Click again to choose another."
 
     def enroll_face(
         self, name: str, photo: str | None, point: Sequence[float] | None, consent: bool
-    ) -> tuple[list[list], str, str, str, Any, None, Any, Any]:
+    ) -> tuple[list[list], str, str, str, Any, None, Any, None, str, str]:
         """Enrol a person from the face they clicked in a group photo (a file path); only that face
-        is embedded and stored. Returns what `enroll` returns, then the cleared chosen point."""
+        is embedded and stored. Returns what `enroll` returns, then the cleared chosen point, its
+        line, and a note by the button (the outcome in one line, where the person is looking). The
+        photo is emptied either way: its upload is deleted when this request ends."""
         def refused(reason: str) -> tuple:
             message = f"**Not enrolled.** {reason} Nothing was stored; add your photo again."
-            return [], message, "", "", gr.update(), None, gr.update(), None
+            return [], message, "", "", gr.update(), None, gr.update(), None, NO_FACE_CHOSEN, f"⚠️ {message}"
 
         if photo is None:
             return refused("Please add a group photo first.")
-        if not point:
+        clicked = _point(point)
+        if clicked is None:
             with self._using(photo):  # refused or not, the request's upload is deleted when it ends
                 return refused("Please click your face in the photo first.")
         try:
             with self._using(photo):
-                outcome = self.demo.enroll_face(name, photo, bool(consent), (float(point[0]), float(point[1])))
+                outcome = self.demo.enroll_face(name, photo, bool(consent), clicked)
         except (*USER_ERRORS, UploadGone) as exc:
             return refused(UPLOAD_GONE if isinstance(exc, UploadGone) else f"{_for_people(str(exc))}.")
         receipt = outcome.receipt.to_dict()
         rows = self.verdict_rows(outcome.verdicts, [photo])
-        return rows, self.receipt_text(receipt), receipt["subject_id"], receipt["deletion_token"], "", None, False, None
+        return (rows, self.receipt_text(receipt), receipt["subject_id"], receipt["deletion_token"], "", None, False,
+                None, NO_FACE_CHOSEN, "**Enrolled.** Your receipt, subject id and deletion token are at the top of this tab.")
 
     @staticmethod
     def verdict_rows(verdicts: Sequence[PhotoVerdict], photos: Sequence[Any]) -> list[list]:
@@ -493,6 +501,15 @@ def _enrolment_json(outcome: EnrolmentOutcome) -> dict:
         **outcome.receipt.to_dict(),
         "photos": [{"photo": v.index + 1, "accepted": v.accepted, "reason": v.reason} for v in outcome.verdicts],
     }
+
+
+def _point(point: object) -> tuple[float, float] | None:
+    """A clicked point (x, y pixels) as `pick_face` keeps it, or None when there is none."""
+    try:
+        x, y = (float(v) for v in point)
+    except (TypeError, ValueError):
+        return None
+    return x, y
 
 
 def _face_number(face: object) -> int:

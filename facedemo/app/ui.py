@@ -15,7 +15,14 @@ import gradio as gr
 from facedemo.app import notice
 from facedemo.app.album_handlers import PEOPLE_HEADERS, PHOTO_HEADERS, AlbumHandlers
 from facedemo.app.albums import KEEP_SECONDS
-from facedemo.app.handlers import DETECTOR_NAMES, SUBJECT_HEADERS, TABLE_HEADERS, VERDICT_HEADERS, Handlers
+from facedemo.app.handlers import (
+    DETECTOR_NAMES,
+    NO_FACE_CHOSEN,
+    SUBJECT_HEADERS,
+    TABLE_HEADERS,
+    VERDICT_HEADERS,
+    Handlers,
+)
 from facedemo.app.service import CONSENT_TEXT, CONSENT_VERSION
 from facedemo.embedding import model_spec
 from facedemo.images import file_extensions
@@ -42,6 +49,7 @@ PAGE_WORDS = gr.I18n(en={
     "upload_text.click_to_upload": "click to choose",
     "upload_text.drop_file": "Drop photos here",
     "upload_text.paste_clipboard": "Paste a photo",
+    "common.complete": "Uploaded",
 })
 
 
@@ -167,6 +175,9 @@ def _detect_tab(h: Handlers, examples: Sequence[Path]) -> DetectTab:
                     info="MTCNN (a cascade of three small CNNs) or YuNet (one CNN): used at the next detection.",
                 )
                 go = gr.Button("Detect and recognize", variant="primary", elem_id="analyse")
+                # Right under the button, where the person is looking: the result in two sentences, or
+                # why there is none (kept until the next photo).
+                summary = gr.Markdown(elem_id="summary")
                 gallery = gr.Examples(
                     [[str(p)] for p in examples], inputs=[photo], api_visibility="private", elem_id="examples",
                     label="Examples (public-domain photos shipped with scikit-image and matplotlib): click one",
@@ -174,14 +185,13 @@ def _detect_tab(h: Handlers, examples: Sequence[Path]) -> DetectTab:
                 ) if examples else None
         with gr.Row():
             detection_image = gr.Image(
-                label="Detection: where are the faces? (box, 5 landmarks, confidence)",
+                label="Detection: where are the faces?",
                 interactive=False, height=440, elem_id="detection-image",
             )
             recognition_image = gr.Image(
-                label="Recognition: who is it? (name or Unknown, distance)",
+                label="Recognition: who is it?",
                 interactive=False, height=440, elem_id="recognition-image",
             )
-        summary = gr.Markdown(elem_id="summary")
         table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="faces-table", label="Faces")
         gr.Markdown(notice.DIFFERENCE, elem_id="difference")
         # Per browser session; dropped after 15 minutes so that photos and names do not linger in memory.
@@ -274,12 +284,14 @@ def _enrol_tab(h: Handlers) -> None:
                 elem_id="group-photo",
             )
             point = gr.State(None)
-            chosen = gr.Markdown("No face chosen yet: click your face in the photo.", elem_id="group-chosen")
+            chosen = gr.Markdown(NO_FACE_CHOSEN, elem_id="group-chosen")
             group_go = gr.Button("Enrol the face I clicked", variant="primary", elem_id="group-enrol-button")
+            group_note = gr.Markdown(elem_id="group-note")
         group_photo.select(h.pick_face, None, [point, chosen], **UI_ONLY)
         group_go.click(
             h.enroll_face, [name, group_photo, point, consent],
-            [verdicts, receipt, subject, token, name, group_photo, consent, point], **MODEL_EVENTS, **UI_ONLY,
+            [verdicts, receipt, subject, token, name, group_photo, consent, point, chosen, group_note],
+            **MODEL_EVENTS, **UI_ONLY,
         )
 
 
