@@ -277,7 +277,7 @@ class Handlers:
             False,
         )
 
-    def pick_face(self, event: gr.SelectData | None = None) -> tuple[list[float] | None, str]:
+    def pick_face(self, event: gr.SelectData) -> tuple[list[float] | None, str]:
         """Where the person clicked in their group photo (x, y in the photo's pixels), and a line
         saying so. Nothing is sent but the point: the photo goes to the server only with "Enrol"."""
         clicked = _point(getattr(event, "index", None))
