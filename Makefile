@@ -35,3 +35,10 @@ bench: $(VENV)/.dev
 evaluate: $(VENV)/.dev
 	$(PY) -m facedemo evaluate tests/data/faces-pd --models sface_2021dec,dlib_resnet_v1 --baseline seed-cnn \
 		--json bench-out/evaluate.json --plot bench-out/roc.png
+
+# The page in chromium: click on "Detect and recognize" to the result, and its breakdown (~2 minutes);
+# then the server's memory over 4 browser sessions of 16 analyses each (~2 minutes).
+.PHONY: bench-page
+bench-page: $(VENV)/.dev
+	$(TEST_ENV) $(PY) -m facedemo.tools.bench_page --json bench-out/bench-page.json
+	$(TEST_ENV) $(PY) -m facedemo.tools.bench_page --sessions 4 --analyses 16 --linger 40 --json bench-out/bench-page-memory.json
