@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from facedemo.app.runtime import tune_allocator
+from facedemo.app.runtime import release_memory_when_idle, tune_allocator
 from facedemo.app.uploads import UploadFolder, UploadFolderError, UploadGuard
 
 # Two cores: two jobs at a time lets one photo be decoded or drawn while the other is in a network
@@ -70,6 +70,7 @@ def serve(uploads: UploadFolder, started: float) -> int:
             uploads.keep_present()
             uploads.start_sweeper()
             print(f"facedemo: models warmed in {time.perf_counter() - started:.1f} s", flush=True)
+            release_memory_when_idle()
             # Enrolment stores templates of every installed model: the others warm up in the
             # background (an enrolment arriving first waits for them; recognition does not).
             threading.Thread(target=warm_the_others, args=(demo,), name="warm-up", daemon=True).start()

@@ -279,7 +279,9 @@ def _canvas(
     if max_side is not None and max(pil.size) > max_side:
         shrink = max_side / max(pil.size)
         size = (max(1, round(pil.width * shrink)), max(1, round(pil.height * shrink)))
-        pil = pil.resize(size, Image.Resampling.LANCZOS)
+        # Bilinear, antialiased when shrinking like every Pillow filter but NEAREST, a little softer
+        # than LANCZOS: ~10 ms instead of ~22 for a 1920 x 1080 photo (facedemo.tools.bench_page).
+        pil = pil.resize(size, Image.Resampling.BILINEAR)
     else:
         pil = pil.copy()
     source_width = source_size[0] if source_size is not None else image.shape[1]

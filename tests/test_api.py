@@ -46,3 +46,23 @@ def test_allocator_tuning_applies_on_glibc():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the allocator settings are glibc's")
     assert tune_allocator() is True
+
+
+def test_resident_memory_is_read_in_mib():
+    from facedemo.app.runtime import resident_mb
+
+    before = resident_mb()
+    block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, touched
+    assert resident_mb() - before > 48
+    del block
+
+
+def test_the_idle_memory_release_runs_in_a_daemon_thread_on_glibc():
+    import platform
+
+    from facedemo.app.runtime import release_memory_when_idle
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    thread = release_memory_when_idle()
+    assert thread is not None and thread.daemon and thread.is_alive()

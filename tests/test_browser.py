@@ -16,17 +16,8 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from facedemo.app.examples import write as write_examples
+from facedemo.tools.launch import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no DNS lookups: everything is local
-]
 TABS = ["Photo", "Album", "Enrol", "My data", "How it works"]
 # Long enough for a model call on 2 busy cores; a healthy run needs a fraction of it.
 WAIT_MS = 60_000
@@ -45,7 +36,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 

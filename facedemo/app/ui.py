@@ -142,7 +142,17 @@ def build(h: Handlers, examples: Sequence[Path] = ()) -> gr.Blocks:
         _my_data_tab(h, detect)
         audit = _how_it_works_tab(h)
         page.load(h.audit_status, None, audit, **UI_ONLY)
+        # gradio keeps a closed tab's gr.State for an hour (state_holder's STATE_TTL_WHEN_CLOSED),
+        # whatever its time_to_live: the session's photo and result go when the tab closes.
+        page.unload(_state_dropper(page))
     return page
+
+
+def _state_dropper(page: gr.Blocks):
+    def drop_session_state(request: gr.Request) -> None:
+        page.state_holder.delete_state(request.session_hash)
+
+    return drop_session_state
 
 
 def _detect_tab(h: Handlers, examples: Sequence[Path]) -> DetectTab:
@@ -183,14 +193,16 @@ def _detect_tab(h: Handlers, examples: Sequence[Path]) -> DetectTab:
                     label="Examples (public-domain photos shipped with scikit-image and matplotlib): click one",
                     example_labels=[notice.example_title(p) for p in examples],
                 ) if examples else None
+        # Sent as JPEG: gradio's default, WebP, took 90-150 ms to encode the two 1280-px pictures,
+        # half of the analysis itself; JPEG takes 4-6 ms (facedemo.tools.bench_page).
         with gr.Row():
             detection_image = gr.Image(
                 label="Detection: where are the faces?",
-                interactive=False, height=440, elem_id="detection-image",
+                interactive=False, height=440, elem_id="detection-image", format="jpeg",
             )
             recognition_image = gr.Image(
                 label="Recognition: who is it?",
-                interactive=False, height=440, elem_id="recognition-image",
+                interactive=False, height=440, elem_id="recognition-image", format="jpeg",
             )
         table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="faces-table", label="Faces")
         gr.Markdown(notice.DIFFERENCE, elem_id="difference")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facedemo.app.runtime import resident_mb
 from facedemo.embedding import model_spec
 from facedemo.matching import Gallery, decide, nearest
 from models.registry import MODELS, SFACE
@@ -246,14 +247,6 @@ def pnet_analysis(repeat: int = 7) -> dict:
     return out
 
 
-def _rss_mb() -> float:
-    """This process's resident memory now (Linux /proc), in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
 def varied_photos(count: int = 100) -> list[np.ndarray]:
     """`count` different photos: the sample and faces-pd photos, each rescaled, cropped or mirrored."""
     from facedemo.images import load
@@ -284,9 +277,9 @@ def _memory_child(detector: str, analyses: int) -> dict:
     gallery = synthetic_gallery(100, model_id=pipeline.model_id)
     pipeline.warm_up()
     pipeline.analyse(photos[0], gallery)
-    warm = _rss_mb()
+    warm = round(resident_mb(), 1)
     faces = sum(len(pipeline.analyse(photo, gallery).faces) for photo in photos)
-    return {"after_warm_up_mb": warm, f"after_{analyses}_analyses_mb": _rss_mb(), "faces_analysed": faces}
+    return {"after_warm_up_mb": warm, f"after_{analyses}_analyses_mb": round(resident_mb(), 1), "faces_analysed": faces}
 
 
 def memory_figures(detectors: tuple[str, ...] | None = None, analyses: int = 100) -> dict:

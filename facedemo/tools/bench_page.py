@@ -57,19 +57,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facedemo.tools.launch import running_app
+from facedemo.tools.launch import CHROMIUM, CHROMIUM_ARGS, running_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-# As tests/test_browser.py launches it.
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 VIEWPORT = {"width": 1280, "height": 900}
 WAIT_MS = 60_000
 GROUPS = Path(__file__).resolve().parents[2] / "tests" / "data" / "faces-pd" / "_groups"
@@ -861,7 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     _enrol_through_api(app.url, enrol_photo)
                 apps.append((spec.label, app))
             playwright = stack.enter_context(sync_playwright())
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             stack.callback(browser.close)
             if args.sessions:
                 result["memory"] = {}

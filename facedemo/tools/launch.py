@@ -18,6 +18,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # How app.py names its upload folder in its log.
 UPLOADS_LINE = "facedemo: uploads in "
+# Debian's chromium, as the browser tests and the page benchmark drive it (Playwright).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no DNS lookups: everything is local
+]
 
 
 @dataclass(frozen=True)
