@@ -72,8 +72,9 @@ class FaceAnalysis:
         data = {
             **self.face.to_dict(),
             "identity": d.identity,
-            "distance": None if d.distance is None else round(d.distance, 5),
-            "margin": None if d.margin is None else round(d.margin, 5),
+            # + 0.0: a cosine distance of an exact match can come out as -0.0, which reads as a bug.
+            "distance": None if d.distance is None else round(d.distance, 5) + 0.0,
+            "margin": None if d.margin is None else round(d.margin, 5) + 0.0,
             "reason": d.reason,
             "quality": None if self.quality is None else self.quality.to_dict(),
         }

@@ -41,9 +41,10 @@ def recognize(client: Client, photo: str, threshold: float | None = None) -> dic
     return client.predict(handle_file(photo), threshold, api_name="/recognize")
 
 
-def test_the_named_endpoints_are_detect_recognize_enroll_forget_export(client):
+def test_the_named_endpoints_are_the_documented_ones(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert sorted(endpoints) == ["/detect", "/enroll", "/export", "/forget", "/recognize"]
+    assert sorted(endpoints) == ["/album", "/anonymize", "/detect", "/enroll", "/enroll_face", "/export", "/forget",
+                                 "/recognize"]
 
 
 @pytest.mark.parametrize("example", ["astronaut", "grace_hopper"])
@@ -159,3 +160,46 @@ def test_an_upload_over_the_size_limit_is_refused(client, tmp_path):
 
 def test_the_app_logged_no_traceback(app):
     assert "Traceback" not in Path(app.log).read_text()
+
+
+def test_enroll_face_enrols_only_the_numbered_face_of_a_group_photo(client, examples):
+    receipt = client.predict("Grace Hopper", handle_file(examples["group"]), 2, True, api_name="/enroll_face")
+    try:
+        assert receipt["photos"] == [{"photo": 1, "accepted": True,
+                                      "reason": "accepted (face 2 of 2; the other faces were not used)"}]
+        assert [f["label"] for f in recognize(client, examples["group"])["faces"]] == ["Unknown", "Grace Hopper"]
+    finally:
+        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+
+
+def test_anonymize_returns_a_zip_where_only_the_enrolled_person_stays_sharp(client, examples):
+    import json
+    import zipfile
+
+    receipt = client.predict("Eileen Collins", [handle_file(examples["astronaut"])], True, api_name="/enroll")
+    try:
+        zipped = client.predict([handle_file(examples["group"]), handle_file(examples["grace_hopper"])],
+                                api_name="/anonymize")
+        with zipfile.ZipFile(zipped) as archive:
+            names = sorted(archive.namelist())
+            manifest = json.loads(archive.read("manifest.json"))
+        assert names == ["grace_hopper.jpg", "group.jpg", "manifest.json"]
+        assert (manifest["faces"], manifest["kept_enrolled"], manifest["hidden"]) == (3, 1, 2)
+        assert "Eileen" not in json.dumps(manifest)  # the zip may be passed on: no names of people
+    finally:
+        client.predict(receipt["subject_id"], receipt["deletion_token"], api_name="/forget")
+
+
+def test_album_lists_faces_and_unknown_people_without_subject_ids_or_embeddings(client, examples):
+    album = client.predict([handle_file(examples["group"]), handle_file(examples["astronaut"])], api_name="/album")
+    assert [p["file"] for p in album["photos"]] == ["group.jpg", "astronaut.jpg"]
+    assert [len(p["faces"]) for p in album["photos"]] == [2, 1]
+    eileen = {album["photos"][0]["faces"][0]["cluster"], album["photos"][1]["faces"][0]["cluster"]}
+    assert len(eileen) == 1 and None not in eileen  # her two faces are one unknown person
+    text = str(album)
+    assert "subject_id" not in text and "embedding" not in text
+
+
+def test_album_without_photos_is_refused_with_a_clear_message(client):
+    with pytest.raises(AppError, match="add photos, or one zip file of photos, first"):
+        client.predict([], api_name="/album")

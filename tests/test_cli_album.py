@@ -90,3 +90,25 @@ def test_anonymize_with_an_unknown_person_the_album_lacks_is_one_error_line(run_
 def test_album_of_a_missing_folder_is_one_error_line(run_cli, tmp_path, env):
     assert_one_error_line(run_cli("album", tmp_path / "missing", "--data-dir", tmp_path, env=env),
                           "no photo could be read (missing: file not found)")
+
+
+def test_a_folder_whose_photos_all_fail_to_decode_is_one_error_line_and_writes_nothing(run_cli, tmp_path, env):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "fake.jpg").write_text("not pixels")
+    (folder / "readme.txt").write_text("hello")
+    for command in (["album", folder], ["anonymize", folder, "--out", tmp_path / "out"]):
+        result = run_cli(*command, "--data-dir", tmp_path / "data", env=env)
+        assert_one_error_line(result, "no photo could be read (")
+    assert not (tmp_path / "out").exists()
+
+
+def test_album_json_is_readable_by_its_owner_only(run_cli, tmp_path, album_dir, env):
+    out = tmp_path / "album.json"
+    assert run_cli("album", album_dir, "--json", out, "--data-dir", tmp_path / "data", env=env).code == 0
+    assert oct(out.stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_album_json_into_a_folder_is_refused_before_any_analysis(run_cli, tmp_path, album_dir, env):
+    assert_one_error_line(run_cli("album", album_dir, "--json", tmp_path, "--data-dir", tmp_path / "data", env=env),
+                          "is a folder; name the file to write")

@@ -96,7 +96,7 @@ class _Collector:
         if size > limits.image_max_bytes:
             raise _Refused(f"larger than {limits.image_max_bytes / 2**20:.1f} MB, the limit for one photo")
         if self.bytes + size > limits.max_bytes:
-            raise _Refused(f"not read: the album's photos together would pass {limits.max_bytes / 2**20:,.0f} MB")
+            raise _Refused(f"not read: the album's photos together would pass {_megabytes(limits.max_bytes)}")
 
     def add(self, name: str, data: bytes) -> None:
         self.files.append(AlbumFile(unique_name(name, self.taken), data))
@@ -265,3 +265,9 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, seen: set[str], col
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError, ValueError) as exc:
         raise _Refused(f"damaged in the zip ({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__})") from None
     return b"".join(chunks)
+
+
+def _megabytes(size: int) -> str:
+    """'1,024 MB', '0.2 MB': a byte limit in MiB, with a decimal when under 10."""
+    mb = size / 2**20
+    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.1f} MB"

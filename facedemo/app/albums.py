@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from facedemo.album import Album, OnPhoto, Progress, analyse_album
+from facedemo.album import Album, OnPhoto, Progress, Refusal, analyse_album
 from facedemo.anonymise import PublishedPhoto, anonymise_album
 from facedemo.app.album_input import AlbumError, AlbumInput, read_album
 from facedemo.app.service import FaceDemo
@@ -76,9 +76,7 @@ class Albums:
         refused with its reason. AlbumError when not one photo could be read."""
         photos = read_album(sources, self.limits)
         if not photos.files:
-            reasons = "; ".join(f"{r.name}: {r.reason}" for r in photos.refused[:3])
-            more = f" and {len(photos.refused) - 3} more" if len(photos.refused) > 3 else ""
-            raise AlbumError(f"no photo could be read ({reasons or 'the album is empty'}{more})")
+            raise _nothing_read(photos.refused)
         return photos
 
     def analyse(self, sources: Sources | AlbumInput, progress: Progress | None = None,
@@ -89,7 +87,10 @@ class Albums:
         photos = sources if isinstance(sources, AlbumInput) else self.read(sources)
         album = analyse_album(self.demo.pipeline, photos.photos(), self.demo.gallery(), limits=self.limits,
                               progress=progress, on_photo=on_photo)
-        return replace(album, refused=photos.refused + album.refused)
+        album = replace(album, refused=photos.refused + album.refused)
+        if not album.photos:  # files named like photos, none of which decoded
+            raise _nothing_read(album.refused)
+        return album
 
     def anonymise(self, album_or_sources: Album | Sources, keep_cluster: int | None = None,
                   photos: AlbumInput | None = None) -> Anonymised:
@@ -162,3 +163,10 @@ class Albums:
                     del self._held[token]
                 soonest = min((expires for expires, _ in self._held.values()), default=None)
             self._wake.wait(None if soonest is None else max(0.0, soonest - now))
+
+
+def _nothing_read(refused: Sequence[Refusal]) -> AlbumError:
+    """The refusal of an album of which not one photo could be read, with the first reasons."""
+    reasons = "; ".join(f"{r.name}: {r.reason}" for r in refused[:3])
+    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+    return AlbumError(f"no photo could be read ({reasons or 'the album is empty'}{more})")

@@ -311,6 +311,8 @@ def _refusal_lines(refused) -> None:
 
 
 def cmd_album(args, config: Config) -> int:
+    if args.json and Path(args.json).is_dir():
+        raise CliError(f"--json {args.json} is a folder; name the file to write")
     album = _album_run(config, lambda albums: albums.analyse(Path(args.source), progress=_album_progress))
     _refusal_lines(album.refused)
     # The CLI holds the vault itself, so its output may name subject ids (as identify --json does).
@@ -319,8 +321,12 @@ def cmd_album(args, config: Config) -> int:
         _print_json(report)
         return 0
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    print(f"{len(album.photos)} photo(s), {album.faces} face(s), {len(album.people())} enrolled people, "
+    # It names enrolled people and their subject ids: readable by this user only, as the vault is.
+    with open(os.open(args.json, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+        f.write(json.dumps(report, indent=2, ensure_ascii=False))
+    os.chmod(args.json, 0o600)
+    print(f"{len(album.photos)} photo(s), {album.faces} face(s), {len(album.people())} enrolled "
+          f"{'person' if len(album.people()) == 1 else 'people'}, "
           f"{len(album.clusters)} unknown people; {len(album.refused)} file(s) not used")
     return 0
 
