@@ -142,7 +142,7 @@ class Handlers:
         """Hold the request's uploads while they are read; deleted at the end (UploadFolder.claim)."""
         return self.uploads.claim(*photos) if self.uploads is not None else contextlib.nullcontext()
 
-    # ---------------------------------------------------------------- tab "Detect vs Recognize"
+    # ------------------------------------------------------------------------------- tab "Photo"
 
     def analyse(
         self, photo: str | None, threshold: float | None, blur: bool, detector: str | None = None
