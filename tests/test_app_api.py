@@ -208,3 +208,23 @@ def test_album_lists_faces_and_unknown_people_without_subject_ids_or_embeddings(
 def test_album_without_photos_is_refused_with_a_clear_message(client):
     with pytest.raises(AppError, match="Add photos, or one zip file of photos, first"):
         client.predict([], api_name="/album")
+
+
+def test_anonymize_keeps_the_unknown_person_the_uploader_names(client, examples):
+    import io
+    import json
+    import urllib.request
+    import zipfile
+
+    photos = [handle_file(examples["group"]), handle_file(examples["astronaut"])]
+    album = client.predict(photos, api_name="/album")
+    eileen = album["photos"][1]["faces"][0]["cluster"]
+    zipped = client.predict(photos, eileen, api_name="/anonymize")
+    with urllib.request.urlopen(zipped["url"], timeout=30) as response:
+        manifest = json.loads(zipfile.ZipFile(io.BytesIO(response.read())).read("manifest.json"))
+    assert (manifest["kept_marked"], manifest["hidden"], manifest["marked_cluster"]) == (2, 1, eileen)
+
+
+def test_anonymize_refuses_an_unknown_person_the_album_does_not_have(client, examples):
+    with pytest.raises(AppError, match="no unknown person 9"):
+        client.predict([handle_file(examples["astronaut"])], 9, api_name="/anonymize")

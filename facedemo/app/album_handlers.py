@@ -254,12 +254,17 @@ class AlbumHandlers:
 
     # ---------------------------------------------------------------------------- the API
 
-    def api_anonymize(self, files: str | list[str] | None) -> str:
+    def api_anonymize(self, files: str | list[str] | None, keep_cluster: int | float | str | None = None) -> str:
         """/anonymize: photos or one zip in, the anonymised zip out (a file: photos re-encoded with every
         face hidden except enrolled people's, and manifest.json with per-photo counts and the files
-        left out). gr.Error when nothing could be used."""
-        return self._api(lambda photos: self._write(self.albums.anonymise(self.albums.analyse(photos), photos=photos).zip),
-                         files)
+        left out). keep_cluster: one unknown person to keep sharp (the uploader), numbered as /album
+        numbers them for the same photos and enrolled people; None or 0: nobody. gr.Error when nothing
+        could be used, or for an unknown person the album does not have."""
+        def work(photos: AlbumInput) -> str:
+            keep = _cluster_number(keep_cluster)
+            return self._write(self.albums.anonymise(self.albums.analyse(photos), keep, photos=photos).zip)
+
+        return self._api(work, files)
 
     def api_album(self, files: str | list[str] | None) -> dict:
         """/album: photos or one zip in; per photo its faces (box, identity, cluster), the enrolled people

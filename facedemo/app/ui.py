@@ -404,8 +404,9 @@ def _api_endpoints(h: Handlers, albums: AlbumHandlers) -> None:
         token = gr.Textbox(label="token")
         result = gr.JSON(label="result")
         zipped = gr.File(label="zip")
+        keep_cluster = as_sent(gr.Number(None, label="keep_cluster", precision=0))
         gr.Button(visible=False).click(
-            albums.api_anonymize, [photos], zipped, api_name="anonymize",
+            albums.api_anonymize, [photos, keep_cluster], zipped, api_name="anonymize",
             api_description=albums.api_anonymize.__doc__, **MODEL_EVENTS,
         )
         for api_name, fn, inputs, extra in (
