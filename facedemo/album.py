@@ -75,6 +75,8 @@ class AlbumPhoto:
         None: a recognised person, or a face too poor to group (facedemo.quality), or beyond MAX_ITEMS.
     unanalysed: faces found beyond the pipeline's per-photo limit, neither recognised nor grouped
         (boxes in original pixels). Anonymisation hides them too.
+    given: the name the photo came with (its path in a folder or zip), safe to show; "" when the
+        caller gave none beyond `name`.
     """
 
     name: str
@@ -82,6 +84,7 @@ class AlbumPhoto:
     analysis: Analysis
     clusters: tuple[int | None, ...]
     unanalysed: tuple[Face, ...] = ()
+    given: str = ""
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ class Album:
             "photos": [
                 {
                     "file": p.name,
+                    "given": p.given or p.name,
                     "width": p.analysis.width,
                     "height": p.analysis.height,
                     "faces": [{**fa.to_dict(include_subject_id), "cluster": c}

@@ -49,6 +49,7 @@ class PublishedPhoto:
 
     faces: found in all (those beyond the per-photo limit included). hidden: pixelated and blurred.
     kept_enrolled: left sharp as recognised enrolled people. kept_marked: left sharp as the marked cluster.
+    given: the name the photo came with (its path in the folder or zip the album was read from).
     """
 
     file: str
@@ -56,6 +57,7 @@ class PublishedPhoto:
     hidden: int
     kept_enrolled: int
     kept_marked: int
+    given: str = ""
 
 
 def hide(image: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
@@ -145,7 +147,8 @@ def anonymise_album(
             marked = sum(1 for fa, c in zip(photo.analysis.faces, photo.clusters)
                          if keep_cluster is not None and c == keep_cluster and not fa.decision.accepted)
             published.append(PublishedPhoto(file, len(photo.analysis.faces) + len(photo.unanalysed), len(boxes),
-                                            sum(fa.decision.accepted for fa in photo.analysis.faces), marked))
+                                            sum(fa.decision.accepted for fa in photo.analysis.faces), marked,
+                                            photo.given or photo.name))
         archive.writestr(_member(MANIFEST), json.dumps(manifest(album, published, keep_cluster), indent=2),
                          zipfile.ZIP_DEFLATED)
     return buffer.getvalue(), published

@@ -112,3 +112,17 @@ def test_album_json_is_readable_by_its_owner_only(run_cli, tmp_path, album_dir, 
 def test_album_json_into_a_folder_is_refused_before_any_analysis(run_cli, tmp_path, album_dir, env):
     assert_one_error_line(run_cli("album", album_dir, "--json", tmp_path, "--data-dir", tmp_path / "data", env=env),
                           "is a folder; name the file to write")
+
+
+def test_album_json_and_the_manifest_say_which_file_each_photo_came_from(run_cli, tmp_path, faces_pd, env):
+    folder = tmp_path / "nested"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(faces_pd / PHOTOS[0], folder / "a.jpg")
+    shutil.copy(faces_pd / PHOTOS[1], folder / "sub" / "a.jpg")
+    out = tmp_path / "album.json"
+    assert run_cli("album", folder, "--json", out, "--data-dir", tmp_path / "data", env=env).code == 0
+    photos = json.loads(out.read_text())["photos"]
+    assert sorted((p["file"], p["given"]) for p in photos) == [("a-2.jpg", "sub/a.jpg"), ("a.jpg", "a.jpg")]
+    assert run_cli("anonymize", folder, "--out", tmp_path / "out", "--data-dir", tmp_path / "data", env=env).code == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert sorted((p["file"], p["given"]) for p in manifest["photos"]) == [("a-2.jpg", "sub/a.jpg"), ("a.jpg", "a.jpg")]

@@ -41,10 +41,12 @@ class AlbumError(ValueError):
 
 @dataclass(frozen=True)
 class AlbumFile:
-    """One photo read into memory. name: safe and unique in the album (facedemo.album.unique_name)."""
+    """One photo read into memory. name: safe and unique in the album (facedemo.album.unique_name);
+    given: its name as given (the path in the folder or zip), safe to show (facedemo.album.printable)."""
 
     name: str
     data: bytes = field(repr=False)
+    given: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class _Collector:
             raise _Refused(f"not read: the album's photos together would pass {_megabytes(limits.max_bytes)}")
 
     def add(self, name: str, data: bytes) -> None:
-        self.files.append(AlbumFile(unique_name(name, self.taken), data))
+        self.files.append(AlbumFile(unique_name(name, self.taken), data, printable(name)))
         self.bytes += len(data)
 
     def result(self) -> AlbumInput:

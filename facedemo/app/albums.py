@@ -87,7 +87,10 @@ class Albums:
         photos = sources if isinstance(sources, AlbumInput) else self.read(sources)
         album = analyse_album(self.demo.pipeline, photos.photos(), self.demo.gallery(), limits=self.limits,
                               progress=progress, on_photo=on_photo)
-        album = replace(album, refused=photos.refused + album.refused)
+        album = replace(
+            album, refused=photos.refused + album.refused,
+            photos=tuple(replace(p, given=photos.files[p.source].given) for p in album.photos),
+        )
         if not album.photos:  # files named like photos, none of which decoded
             raise _nothing_read(album.refused)
         return album
