@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
+from facedemo import render
 from facedemo.album import Album, AlbumLimits, AlbumPhoto, unique_name
 from facedemo.images import ImageSource, load
 
@@ -72,16 +73,11 @@ def hide(image: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
         bottom = min(canvas.height, int(np.ceil(y2 + GROW_DOWN * height)))
         if right <= left or bottom <= top:
             continue
-        region = canvas.crop((left, top, right, bottom))
-        side = max(region.size)
+        width, height = right - left, bottom - top
+        side = max(width, height)
         cell = max(1.0, side / PIXELATE_CELLS)
-        small = region.resize((max(1, round(region.width / cell)), max(1, round(region.height / cell))),
-                              Image.Resampling.BOX)
-        hidden = small.resize(region.size, Image.Resampling.NEAREST).filter(
-            ImageFilter.GaussianBlur(radius=max(1.0, BLUR_FRACTION * side)))
-        mask = Image.new("L", region.size, 0)
-        ImageDraw.Draw(mask).ellipse((0, 0, region.width - 1, region.height - 1), fill=255)
-        canvas.paste(hidden, (left, top), mask)
+        blocks = (max(1, round(width / cell)), max(1, round(height / cell)))
+        render.hide_area(canvas, (left, top, right, bottom), blocks, max(1.0, BLUR_FRACTION * side))
     return np.asarray(canvas)
 
 
@@ -94,12 +90,10 @@ def kept(photo: AlbumPhoto, keep_cluster: int | None = None) -> list[bool]:
 
 def encode(image: np.ndarray, kind: str) -> bytes:
     """The pixels alone as a new "JPEG" (quality JPEG_QUALITY) or "PNG" file: no metadata of any kind."""
+    if kind != "PNG":
+        return render.jpeg(image, JPEG_QUALITY)
     buffer = io.BytesIO()
-    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-    if kind == "PNG":
-        pil.save(buffer, format="PNG")
-    else:
-        pil.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -312,20 +312,24 @@ def _blur_flagged(
         right, bottom = min(out.width, int(np.ceil(x2 + grow_x))), min(out.height, int(np.ceil(y2 + grow_y)))
         if right <= left or bottom <= top:
             continue
-        region = out.crop((left, top, right, bottom))
-        # Pixelate first, then blur: a Gaussian alone can leave a face recognisable to people and models.
         side = max(right - left, bottom - top)
         cells = max(1, side // 12)
-        small = region.resize(
-            (max(1, (right - left) // cells), max(1, (bottom - top) // cells)), Image.Resampling.BOX
-        )
-        hidden = small.resize(region.size, Image.Resampling.NEAREST).filter(
-            ImageFilter.GaussianBlur(radius=max(2.0, side / 20))
-        )
-        mask = Image.new("L", region.size, 0)
-        ImageDraw.Draw(mask).ellipse((0, 0, region.width - 1, region.height - 1), fill=255)
-        out.paste(hidden, (left, top), mask)
+        blocks = (max(1, (right - left) // cells), max(1, (bottom - top) // cells))
+        hide_area(out, (left, top, right, bottom), blocks, max(2.0, side / 20))
     return out
+
+
+def hide_area(canvas: Image.Image, area: tuple[int, int, int, int], blocks: tuple[int, int], radius: float) -> None:
+    """Hide `area` (left, top, right, bottom, in `canvas` pixels) of `canvas`, in place, inside the
+    area's ellipse: averaged down to `blocks` (columns, rows), blown up again, then blurred with a
+    Gaussian of `radius` pixels. Pixelated first, then blurred: a Gaussian alone can leave a face
+    recognisable to people and models."""
+    region = canvas.crop(area)
+    hidden = region.resize(blocks, Image.Resampling.BOX).resize(region.size, Image.Resampling.NEAREST)
+    hidden = hidden.filter(ImageFilter.GaussianBlur(radius=radius))
+    mask = Image.new("L", region.size, 0)
+    ImageDraw.Draw(mask).ellipse((0, 0, region.width - 1, region.height - 1), fill=255)
+    canvas.paste(hidden, area[:2], mask)
 
 
 def _draw_box(draw: ImageDraw.ImageDraw, box: Sequence[float], colour: RGB, style: _Style) -> None:
