@@ -23,7 +23,7 @@ from facedemo.album import Album, AlbumPhoto, FaceRef
 from facedemo.anonymise import AnonymiseError
 from facedemo.app.album_input import AlbumError, AlbumInput
 from facedemo.app.albums import KEEP_SECONDS, AlbumGone, Albums, Anonymised
-from facedemo.app.handlers import UPLOAD_GONE, USER_ERRORS
+from facedemo.app.handlers import UPLOAD_GONE, USER_ERRORS, for_people, refusal
 from facedemo.app.service import FaceDemo
 from facedemo.app.uploads import UploadFolder, UploadGone
 
@@ -50,14 +50,8 @@ class AlbumState:
     album: Album
 
 
-def _refusal(message: str) -> gr.Error:
-    # Expected, so the server log gets no stack trace for it.
-    return gr.Error(message, print_exception=False)
-
-
 def _sentence(exc: BaseException) -> str:
-    text = UPLOAD_GONE if isinstance(exc, UploadGone) else str(exc).strip()
-    text = text[:1].upper() + text[1:]
+    text = UPLOAD_GONE if isinstance(exc, UploadGone) else for_people(str(exc))
     return text if text.endswith((".", "!", "?", ")")) else text + "."
 
 
@@ -276,7 +270,7 @@ class AlbumHandlers:
         try:
             return work(self._read(_files(files)))
         except (*ALBUM_ERRORS, UploadGone) as exc:
-            raise _refusal(_sentence(exc)) from None
+            raise refusal(_sentence(exc)) from None
 
 
 def _cluster_number(value: int | float | str | None) -> int | None:

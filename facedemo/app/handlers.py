@@ -64,12 +64,12 @@ class Shown:
         return Shown(self.photo, analysis, self.detector)
 
 
-def _refusal(message: str) -> gr.Error:
+def refusal(message: str) -> gr.Error:
     """The message shown in the page; a refusal is expected, so the server log gets no stack trace for it."""
     return gr.Error(message, print_exception=False)
 
 
-def _for_people(message: str) -> str:
+def for_people(message: str) -> str:
     message = message.strip()
     return message[:1].upper() + message[1:]
 
@@ -82,9 +82,9 @@ def _user_errors(handler: Callable) -> Callable:
         try:
             return handler(*args, **kwargs)
         except USER_ERRORS as exc:
-            raise _refusal(_for_people(str(exc))) from None
+            raise refusal(for_people(str(exc))) from None
         except UploadGone:
-            raise _refusal(UPLOAD_GONE) from None
+            raise refusal(UPLOAD_GONE) from None
 
     return wrapper
 
@@ -97,7 +97,7 @@ def _required(value: str | None, what: str) -> str:
     # Copied ids and tokens often carry a stray space or line break.
     text = (value or "").strip()
     if not text:
-        raise _refusal(f"Please enter {what}.")
+        raise refusal(f"Please enter {what}.")
     return text
 
 
@@ -157,15 +157,15 @@ class Handlers:
         summary, "⚠️ " and why, with no images, rows or state: the message stays where the result
         would be until the next action, and covers no input.
         """
-        result, refusal = _in_page(lambda: self._analysed(photo, threshold, blur, detector))
-        return result if result is not None else (None, None, [], refusal, None)
+        result, why = _in_page(lambda: self._analysed(photo, threshold, blur, detector))
+        return result if result is not None else (None, None, [], why, None)
 
     @_user_errors
     def _analysed(
         self, photo: str | None, threshold: float | None, blur: bool, detector: str | None
     ) -> tuple[np.ndarray, np.ndarray, list[list], str, Shown]:
         if photo is None:
-            raise _refusal("Please add a photo first: upload a file, use the webcam or paste from the clipboard.")
+            raise refusal("Please add a photo first: upload a file, use the webcam or paste from the clipboard.")
         with self._using(photo):
             image = self.demo.load_image(photo)
         detector = detector or self.demo.detector_id
@@ -263,7 +263,7 @@ class Handlers:
             with self._using(photos):
                 outcome = self.demo.enroll(name, photos, consent=bool(consent), progress=report)
         except (*USER_ERRORS, UploadGone) as exc:
-            reason = UPLOAD_GONE if isinstance(exc, UploadGone) else f"{_for_people(str(exc))}."
+            reason = UPLOAD_GONE if isinstance(exc, UploadGone) else f"{for_people(str(exc))}."
             message = f"**Not enrolled.** {reason} Nothing was stored; add your photos again."
             return self.verdict_rows(getattr(exc, "verdicts", ()), photos), message, "", "", gr.update(), None, gr.update()
         receipt = outcome.receipt.to_dict()
@@ -307,7 +307,7 @@ class Handlers:
             with self._using(photo):
                 outcome = self.demo.enroll_face(name, photo, bool(consent), clicked)
         except (*USER_ERRORS, UploadGone) as exc:
-            return refused(UPLOAD_GONE if isinstance(exc, UploadGone) else f"{_for_people(str(exc))}.")
+            return refused(UPLOAD_GONE if isinstance(exc, UploadGone) else f"{for_people(str(exc))}.")
         receipt = outcome.receipt.to_dict()
         rows = self.verdict_rows(outcome.verdicts, [photo])
         return (rows, self.receipt_text(receipt), receipt["subject_id"], receipt["deletion_token"], "", None, False,
@@ -362,9 +362,9 @@ class Handlers:
         """`export` for the page, which turns it into a download in the browser (EXPORT_DOWNLOAD_JS):
         no copy is written on the server, so no URL can serve it later. Also a line saying so, or None
         and why not."""
-        data, refusal = _in_page(lambda: self.export(subject_id, token, request))
+        data, why = _in_page(lambda: self.export(subject_id, token, request))
         if data is None:
-            return None, refusal
+            return None, why
         return data, (
             f"**Downloaded** as `facedemo-export-{data['subject_id']}.json`. It holds your name and templates "
             "in plain text: keep it somewhere safe, or delete it. The app kept no copy."
@@ -388,10 +388,10 @@ class Handlers:
         """The page's confirmed "Delete my data": the receipt in plain words and as JSON, then what the
         tab clears (what was shown as stored, the export, the tab's message, the token) and the hidden
         confirmation. Refused: why, in place of the receipt, and nothing else changes."""
-        receipt, refusal = _in_page(lambda: self.forget(subject_id, token, request))
+        receipt, why = _in_page(lambda: self.forget(subject_id, token, request))
         hidden = gr.update(visible=False)
         if receipt is None:
-            return refusal, None, gr.update(), gr.update(), gr.update(), gr.update(), hidden
+            return why, None, gr.update(), gr.update(), gr.update(), gr.update(), hidden
         return self.erasure_text(receipt), receipt, None, None, "", "", hidden
 
     @staticmethod
@@ -412,7 +412,7 @@ class Handlers:
         return (
             f"**Your data was deleted** on {receipt['erased_at'][:10]} at {receipt['erased_at'][11:19]} UTC: "
             f"your name, your {receipt['templates_deleted']} templates and your key are gone from the live vault. "
-            f"{check}.\n\n{_for_people(receipt['copies_before_erasure'])}\n\nThe signed receipt below proves it; keep it."
+            f"{check}.\n\n{for_people(receipt['copies_before_erasure'])}\n\nThe signed receipt below proves it; keep it."
         )
 
     @_user_errors
@@ -434,7 +434,7 @@ class Handlers:
         try:
             report = self.demo.audit_verify(full=full)
         except VaultError as exc:
-            return f"**Audit log verifies: cannot tell.** {_for_people(str(exc))}"
+            return f"**Audit log verifies: cannot tell.** {for_people(str(exc))}"
         if report["ok"]:
             return "**Audit log verifies: yes.** No entry was edited or removed."
         return (
@@ -519,7 +519,7 @@ def _face_number(face: object) -> int:
             return int(float(face))
     except (TypeError, ValueError, OverflowError):
         pass
-    raise _refusal("Please give the number of your face (a whole number from 1, as /detect numbers them).")
+    raise refusal("Please give the number of your face (a whole number from 1, as /detect numbers them).")
 
 
 def _in_page(call: Callable[[], Any]) -> tuple[Any, str]:
@@ -540,5 +540,5 @@ def _client(request: gr.Request | None) -> str | None:
 
 def _required_photo(photo: str | None) -> str:
     if photo is None:
-        raise _refusal("Please send a photo.")
+        raise refusal("Please send a photo.")
     return photo
