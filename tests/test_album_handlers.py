@@ -217,3 +217,9 @@ def test_the_contact_sheet_shows_the_photo_small_with_its_boxes(analysed, faces_
     assert sheet.shape == (320, 273, 3) and sheet.dtype == np.uint8
     green = (np.abs(sheet.astype(int) - (0, 150, 70)).sum(axis=2) < 30).sum()
     assert green > 100  # the enrolled person's box and label
+
+
+@pytest.mark.parametrize("me", [1.5, float("inf"), float("nan"), True, [1], "one"])
+def test_a_marked_person_that_is_not_a_whole_number_is_refused_with_a_message(handlers, analysed, me):
+    path, message = handlers.download(analysed[-1], me)
+    assert path is None and message.startswith("**Not ready.**") and "is not an unknown person's number" in message

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from facedemo import render
-from facedemo.album import Album, AlbumPhoto, FaceRef
+from facedemo.album import Album, AlbumPhoto, FaceRef, printable
 from facedemo.anonymise import AnonymiseError
 from facedemo.app.album_input import AlbumError, AlbumInput
 from facedemo.app.albums import KEEP_SECONDS, AlbumGone, Albums, Anonymised
@@ -275,13 +275,16 @@ class AlbumHandlers:
 
 def _cluster_number(value: int | float | str | None) -> int | None:
     """The dropdown's value as a cluster number; None for NOBODY or nothing chosen."""
-    if value in (None, "", NOBODY):
+    if value is None or value == "":
         return None
     try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise AnonymiseError(f"{value!r} is not an unknown person's number") from None
-    return None if number == NOBODY else number
+        if not isinstance(value, bool) and float(value).is_integer():
+            number = int(float(value))
+            return None if number == NOBODY else number
+    except (TypeError, ValueError, OverflowError):
+        pass
+    # A value from a client, not the page's dropdown: 1.5, inf, True or a list name nobody.
+    raise AnonymiseError(f"{printable(repr(value), 40)} is not an unknown person's number")
 
 
 def _thumbnail(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
